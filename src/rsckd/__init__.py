@@ -1,0 +1,1 @@
+"""Knowledge distillation from BTS ensembles for respiratory sound classification."""

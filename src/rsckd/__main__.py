@@ -1,0 +1,5 @@
+import sys
+
+from rsckd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,108 @@
+"""Atomic, byte-deterministic writers: an interrupted stage never leaves a file that looks finished.
+
+Every writer builds its output under a temporary name in the same directory and renames it into place
+only when complete (``os.replace`` is atomic on POSIX). JSON is written with sorted keys and rounded
+floats so the same numbers always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FLOAT_DIGITS = 6
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path to write to; rename it to ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        yield tmp
+        if tmp.is_dir():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            if path.exists():
+                os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a fresh temporary directory that replaces ``path`` as a whole when the block succeeds."""
+    with atomic_path(path) as tmp:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        yield tmp
+
+
+def clean_json(obj: Any, digits: int = FLOAT_DIGITS) -> Any:
+    """Round floats, turn numpy scalars and arrays into plain Python, and refuse NaN/inf (not JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): clean_json(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_json(v, digits) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return clean_json(obj.tolist(), digits)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        if not math.isfinite(value):
+            raise ValueError(f"refusing to write a non-finite number ({value}) to JSON")
+        rounded = round(value, digits)
+        return 0.0 if rounded == 0 else rounded
+    return obj
+
+
+def json_bytes(obj: Any, digits: int = FLOAT_DIGITS) -> bytes:
+    return (json.dumps(clean_json(obj, digits), indent=2, sort_keys=True) + "\n").encode()
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def write_json(path: str | os.PathLike[str], obj: Any, digits: int = FLOAT_DIGITS) -> None:
+    write_bytes(path, json_bytes(obj, digits))
+
+
+def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """``np.save`` through a temporary name (np.save output is byte-deterministic for equal arrays)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A private temporary directory (caller removes it)."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
