@@ -1,0 +1,40 @@
+# Two commands set up and run everything on a fresh machine:
+#   make repro   - create the virtual environment if missing, then run the whole DVC pipeline
+#   make test    - create the virtual environment if missing, then run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: repro test lint paper parallel bench-features bench-train
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,dvc]'
+	touch $(STAMP)
+
+repro: $(STAMP)
+	dvc repro
+
+test: $(STAMP)
+	pytest
+
+lint: $(STAMP)
+	ruff check src tests benchmarks
+	ruff format --check src tests benchmarks
+
+paper:  ## switch params.yaml to the paper profile (commit it on its own branch)
+	cp configs/paper.yaml params.yaml
+	rsckd check-params --inputs
+
+parallel: $(STAMP)  ## SLOTS=4 GPUS=0,1 make parallel
+	rsckd parallel --slots $(or $(SLOTS),2) $(if $(GPUS),--gpus $(GPUS))
+
+bench-features: $(STAMP)
+	python benchmarks/prepare_features.py
+
+bench-train: $(STAMP)
+	python benchmarks/train_throughput.py
