@@ -1,0 +1,1 @@
+"""ICBHI data layer: reader, prompts, synthetic corpus, cycle table, features."""

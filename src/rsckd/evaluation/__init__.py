@@ -1,0 +1,1 @@
+"""Scoring: the ICBHI metric, the teacher ensemble sweep and the second-generation ensemble."""

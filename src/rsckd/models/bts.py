@@ -1,0 +1,85 @@
+"""BTS: CLAP (HTSAT audio + RoBERTa text) with the patient-metadata prompt as text, fine-tuned end to end.
+
+feature = cat(L2-normalised text embedding, L2-normalised audio embedding) -> Linear(2 * projection_dim, 4)
+(1024 -> 4 at full size), as the reference's ``clap_final concat``. The embeddings are computed from the
+towers and projections here, not via ``get_text_features``/``get_audio_features``, whose return type and
+normalisation changed across transformers versions (5.17 returns a model output with a normalised
+pooler_output).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rsckd.errors import UserError
+from rsckd.models.clap_audio import check_clap_features, clap_config, clap_module
+from rsckd.models.registry import N_CLASSES, RSCModel
+
+ROBERTA_VOCAB = 50265
+POSITION_OFFSET = 2  # RoBERTa positions start after the padding index (1)
+
+
+def text_settings(cfg: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
+    """RoBERTa-base at full size (layer_norm_eps 1e-5, as the original CLAP); 2 layers x 32 wide when tiny."""
+    positions = int(cfg.get("max_text_length", 64)) + POSITION_OFFSET
+    if cfg["size"] == "full":
+        return {"vocab_size": max(ROBERTA_VOCAB, len(tokenizer)), "layer_norm_eps": 1e-5}
+    return dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=positions,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def check_text(cfg: dict[str, Any], text_config: Any, tokenizer: Any) -> None:
+    if len(tokenizer) > text_config.vocab_size:
+        raise UserError(
+            f"models.bts: the tokenizer has {len(tokenizer)} tokens but the text tower only "
+            f"{text_config.vocab_size} embeddings (tokenizer and pretrained weights from different models?)"
+        )
+    longest = int(cfg.get("max_text_length", 64)) + POSITION_OFFSET
+    if longest > text_config.max_position_embeddings:
+        raise UserError(
+            f"models.bts.max_text_length: {cfg.get('max_text_length')} exceeds the text tower's "
+            f"{text_config.max_position_embeddings - POSITION_OFFSET} positions"
+        )
+
+
+class BTS(RSCModel):
+    uses_text = True
+
+    def __init__(self, clap: nn.Module, projection_dim: int) -> None:
+        super().__init__("none")
+        self.clap = clap
+        self.head = nn.Linear(2 * projection_dim, N_CLASSES)
+
+    def classify(
+        self, x: torch.Tensor, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        if input_ids is None:
+            raise ValueError("bts needs the prompt tokens (input_ids, attention_mask)")
+        audio = self.clap.audio_model(input_features=x.unsqueeze(1)).pooler_output
+        text = self.clap.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        audio = F.normalize(self.clap.audio_projection(audio), dim=-1)
+        text = F.normalize(self.clap.text_projection(text), dim=-1)
+        return self.head(torch.cat([text, audio], dim=-1))
+
+
+def build(cfg: dict[str, Any], feature_shape: tuple[int, int], tokenizer: Any = None) -> BTS:
+    from transformers import ClapModel
+
+    if tokenizer is None:
+        raise UserError("models.bts: a tokenizer is required (rsckd.models.build_tokenizer)")
+    config = clap_config("bts", cfg, text_settings(cfg, tokenizer))
+    check_clap_features("bts", config.audio_config, feature_shape)
+    check_text(cfg, config.text_config, tokenizer)
+    clap = clap_module("bts", ClapModel, cfg, config)
+    return BTS(clap, config.projection_dim)

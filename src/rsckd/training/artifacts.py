@@ -1,0 +1,84 @@
+"""A run directory: what `rsckd train` writes and what `rsckd predict`/`rsckd ensemble` read back.
+
+Layout: model.safetensors (selected weights, buffers included), logits_train.npy / logits_test.npy
+(float32, table order), history.csv (one row per epoch; lr as %.6e so small rates keep their digits,
+metrics as %.6f, empty val columns without a validation subset), config.json (everything needed to
+rebuild the model) and, for text models, tokenizer/. The directory is replaced as a whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from rsckd.atomic import atomic_dir, json_bytes, save_npy, write_bytes, write_text
+from rsckd.errors import UserError
+from rsckd.training.loop import RunResult
+
+HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "test_loss", "test_sp", "test_se", "test_score")
+HISTORY_COLUMNS += ("val_sp", "val_se", "val_score")
+
+
+def history_csv(history: list[dict[str, Any]]) -> str:
+    lines = [",".join(HISTORY_COLUMNS)]
+    for row in history:
+        cells = [str(row["epoch"]), f"{row['lr']:.6e}"]
+        cells += ["" if row[c] is None else f"{row[c]:.6f}" for c in HISTORY_COLUMNS[2:]]
+        lines.append(",".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def run_config(
+    arch: str, params: dict[str, Any], feature_kind: str, feature_shape: tuple[int, int], **extra: Any
+):
+    """config.json: the blocks that define the model and its inputs, plus the run's identity (``extra``)."""
+    return {
+        "arch": arch,
+        "model": params["models"][arch],
+        "feature_kind": feature_kind,
+        "features": params["features"][feature_kind],
+        "cycles": params["cycles"],
+        "feature_shape": list(feature_shape),
+        "train": params["train"][arch],
+        **extra,
+    }
+
+
+def write_run(
+    out: str | os.PathLike[str],
+    model: torch.nn.Module,
+    config: dict[str, Any],
+    result: RunResult,
+    tokenizer=None,
+) -> None:
+    """Write the run directory atomically (``model`` holds the selected weights)."""
+    with atomic_dir(out) as tmp:
+        save_model(model, str(tmp / "model.safetensors"))
+        save_npy(tmp / "logits_train.npy", result.logits_train)
+        save_npy(tmp / "logits_test.npy", result.logits_test)
+        write_text(tmp / "history.csv", history_csv(result.history))
+        write_bytes(tmp / "config.json", json_bytes(config))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp / "tokenizer"))
+
+
+def load_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"):
+    """Rebuild a trained model from a run directory: (model in eval mode, config dict, tokenizer or None)."""
+    from rsckd.models import build_model, load_tokenizer
+
+    run_dir = Path(run_dir)
+    for name in ("config.json", "model.safetensors"):
+        if not (run_dir / name).is_file():
+            raise UserError(
+                f"{run_dir / name}: missing (not a complete run directory written by `rsckd train`)"
+            )
+    config = json.loads((run_dir / "config.json").read_text())
+    tokenizer = load_tokenizer(run_dir / "tokenizer") if (run_dir / "tokenizer").is_dir() else None
+    model = build_model(config["arch"], config["model"], tuple(config["feature_shape"]), tokenizer=tokenizer)
+    load_model(model, run_dir / "model.safetensors", device=str(device))
+    return model.to(device).eval(), config, tokenizer

@@ -1,0 +1,310 @@
+"""The training loop of one run, in one file: data on the device, the epoch loop, evaluation, selection.
+
+Per epoch e = 1..E (reference-protocol section 5): set the cosine LR once, shuffle the training cycles
+with a generator seeded by (seed, e), build that epoch's targets, run Adam (coupled weight decay) steps
+with the reference step averaging, then evaluate the whole test split (and the val subset) and record one
+history row. The checkpoint kept for the run's logits is the one ``train.select`` picks; since a
+selection over a growing history only ever moves to the newest epoch, its weights are copied only when
+it does. After every epoch the full state goes to a resume checkpoint.
+
+CPU and CUDA share this code. On CUDA the features live on the GPU and are indexed there, forward passes
+run under bf16 autocast, Adam is fused and nothing syncs with the host inside an epoch (losses and the
+non-finite check are accumulated on the device). On CPU the run is bit-reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from rsckd.errors import UserError
+from rsckd.evaluation.icbhi_score import icbhi_scores
+from rsckd.training.protocol import StepAverage, cosine_lr, select_epochs
+from rsckd.training.resume import Checkpoints
+from rsckd.training.specaugment import spec_augment
+from rsckd.training.targets import Targets, class_weights, target_loss
+
+SHUFFLE, AUGMENT = 0, 1  # independent random streams per (seed, epoch)
+
+
+@dataclass
+class RunData:
+    """Inputs of one run, indexed by cycle-table row."""
+
+    features: np.ndarray  # (N, T, F) float32, all table rows (a memory map is fine)
+    labels: np.ndarray  # (N,) int class of every row
+    train_rows: np.ndarray  # split == train rows: the rows of the targets and of logits_train
+    fit_rows: np.ndarray  # subset == train rows: the rows trained on (val excluded)
+    val_rows: np.ndarray  # subset == val rows (may be empty)
+    test_rows: np.ndarray  # split == test rows
+    targets: Targets  # targets of the train rows
+    prompt_index: np.ndarray | None = None  # (N,) row -> index of its prompt in ``tokens`` (text models)
+    tokens: tuple[torch.Tensor, torch.Tensor] | None = None  # (input_ids, attention_mask) of unique prompts
+
+
+@dataclass
+class RunResult:
+    history: list[dict[str, Any]]
+    selection: dict[str, Any]  # select_epochs() of the history
+    logits_train: np.ndarray  # (N_train, 4) float32, selected checkpoint
+    logits_test: np.ndarray  # (N_test, 4) float32, selected checkpoint
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            "params: runtime.device: 'cuda' requested but no CUDA device is available (use auto or cpu)"
+        )
+    return torch.device(name)
+
+
+def seed_everything(seed: int, device: torch.device, threads: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+        torch.set_num_threads(threads)
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def stream_generator(
+    seed: int, epoch: int, stream: int, device: str | torch.device = "cpu"
+) -> torch.Generator:
+    """A generator seeded by (seed, epoch, stream): nothing to carry over when a run resumes."""
+    return torch.Generator(device=device).manual_seed(
+        int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
+    )
+
+
+class Cycles:
+    """Features (and prompt tokens) of some table rows, resident on the training device."""
+
+    def __init__(self, data: RunData, rows: np.ndarray, device: torch.device) -> None:
+        self.n = len(rows)
+        self.x = torch.from_numpy(np.ascontiguousarray(data.features[rows], dtype=np.float32)).to(device)
+        self.prompt = None
+        self.tokens = data.tokens
+        if data.prompt_index is not None:
+            self.prompt = torch.from_numpy(data.prompt_index[rows].astype(np.int64)).to(device)
+
+    def batch(
+        self, idx: torch.Tensor | slice
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        if self.prompt is None:
+            return self.x[idx], None, None
+        p = self.prompt[idx]
+        return self.x[idx], self.tokens[0][p], self.tokens[1][p]
+
+
+def forward(
+    fn: Callable[..., torch.Tensor], x: torch.Tensor, ids: torch.Tensor | None, mask: torch.Tensor | None
+):
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
+        return fn(x, ids, mask).float()
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module, fn: Callable[..., torch.Tensor], cycles: Cycles, batch_size: int
+) -> torch.Tensor:
+    """(n, 4) float32 logits on the device, in row order."""
+    model.eval()
+    out = torch.empty(cycles.n, 4, device=cycles.x.device)
+    for i in range(0, cycles.n, batch_size):
+        out[i : i + batch_size] = forward(fn, *cycles.batch(slice(i, i + batch_size)))
+    return out
+
+
+def evaluate(logits: torch.Tensor, labels: np.ndarray) -> dict[str, float]:
+    """ICBHI Sp/Se/Score and cross-entropy of one split's logits (two host transfers in all)."""
+    loss = F.cross_entropy(logits, torch.from_numpy(labels).to(logits.device))
+    scores = icbhi_scores(labels, logits.argmax(dim=1).cpu().numpy())
+    return {
+        "loss": float(loss),
+        "sp": float(scores["sp"]),
+        "se": float(scores["se"]),
+        "score": float(scores["score"]),
+    }
+
+
+def train_epoch(
+    model: torch.nn.Module,
+    fn: Callable[..., torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    averager: StepAverage | None,
+    cycles: Cycles,
+    rows: torch.Tensor,
+    targets: torch.Tensor,
+    weight: torch.Tensor | None,
+    cfg: dict[str, Any],
+    shuffle: torch.Generator,
+    augment: torch.Generator | None,
+    desc: str = "train",
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One pass over ``rows`` (positions in ``cycles``/``targets``).
+
+    Returns (mean loss, 1-based index of the first step with a non-finite loss or -1, steps), the first
+    two as device tensors so the epoch never waits for the device.
+    """
+    model.train()
+    bs = cfg["batch_size"]
+    order = rows[torch.randperm(len(rows), generator=shuffle).to(rows.device)]
+    steps = len(rows) // bs if cfg["drop_last"] else math.ceil(len(rows) / bs)
+    loss_sum = torch.zeros((), device=targets.device)
+    first_bad = torch.full((), -1, dtype=torch.long, device=targets.device)
+    for step in tqdm(range(steps), desc=desc, file=sys.stderr, leave=False, mininterval=1.0):
+        idx = order[step * bs : (step + 1) * bs]
+        x, ids, mask = cycles.batch(idx)
+        if augment is not None:
+            x = spec_augment(x, cfg["specaugment"], augment)
+        if averager is not None:
+            averager.snapshot()
+        loss = target_loss(forward(fn, x, ids, mask), targets[idx], weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if averager is not None:
+            averager.apply()
+        loss = loss.detach()
+        loss_sum += loss
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step + 1, first_bad)
+    return loss_sum / max(steps, 1), first_bad, steps
+
+
+def _state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def train(
+    model: torch.nn.Module,
+    data: RunData,
+    cfg: dict[str, Any],
+    seed: int,
+    device: torch.device,
+    checkpoints: Checkpoints | None = None,
+    epoch_hook: Callable[[int], None] | None = None,
+    compile_model: bool = False,
+) -> RunResult:
+    """Train ``model`` (already on ``device``) under the train.<arch> block ``cfg``; leaves it holding the
+    selected checkpoint's weights."""
+    epochs, bs = cfg["epochs"], cfg["batch_size"]
+    n_steps = len(data.fit_rows) // bs if cfg["drop_last"] else len(data.fit_rows)
+    if n_steps == 0:
+        raise UserError(
+            f"train.batch_size: {bs} is more than the {len(data.fit_rows)} training cycles (drop_last: true)"
+        )
+    if cfg["select"] == "val" and len(data.val_rows) == 0:
+        raise UserError("train.select: 'val' needs validation rows (subset == val) in the cycle table")
+    cuda = device.type == "cuda"
+    eval_bs = 256 if cuda else 64
+    fn = torch.compile(model) if compile_model else model
+
+    train_set, test_set = Cycles(data, data.train_rows, device), Cycles(data, data.test_rows, device)
+    val_set = Cycles(data, data.val_rows, device) if len(data.val_rows) else None
+    fit_pos = torch.from_numpy(np.searchsorted(data.train_rows, data.fit_rows)).to(device)
+    test_labels, val_labels = data.labels[data.test_rows], data.labels[data.val_rows]
+    weight = None
+    if cfg["class_weighted"] and data.targets.hard:
+        weight = torch.from_numpy(class_weights(data.labels[data.fit_rows])).to(device)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(
+        params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=True if cuda else None
+    )
+    averager = StepAverage(model, cfg["ma_beta"]) if cfg["ma_beta"] > 0 else None
+
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None  # {"epoch", "state", "logits_test"} of the selected epoch so far
+    saved = checkpoints.load() if checkpoints is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        history, best = saved["history"], saved["best"]
+        torch.set_rng_state(saved["rng"])
+        if cuda and saved["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"])
+        print(f"resuming after epoch {len(history)} from {checkpoints.path}", file=sys.stderr)
+
+    for epoch in range(len(history) + 1, epochs + 1):
+        lr = cosine_lr(cfg["lr"], cfg["min_lr_ratio"], epoch, epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        targets = torch.from_numpy(data.targets.for_epoch(epoch)).to(device)
+        augment = stream_generator(seed, epoch, AUGMENT, device) if cfg["specaugment"] else None
+        shuffle = stream_generator(seed, epoch, SHUFFLE)
+        loss, first_bad, steps = train_epoch(
+            model,
+            fn,
+            optimizer,
+            averager,
+            train_set,
+            fit_pos,
+            targets,
+            weight,
+            cfg,
+            shuffle,
+            augment,
+            desc=f"epoch {epoch}/{epochs}",
+        )
+        bad = int(first_bad)
+        if bad >= 0 or not math.isfinite(float(loss)):
+            raise UserError(
+                f"training loss became NaN or infinite at epoch {epoch}, step {bad} of {steps} "
+                "(lower train.lr, check the features for NaN/inf, or the target: raw_logits may diverge); "
+                "nothing was written"
+            )
+        test_logits = predict(model, fn, test_set, eval_bs)
+        test = evaluate(test_logits, test_labels)
+        val = evaluate(predict(model, fn, val_set, eval_bs), val_labels) if val_set is not None else None
+        if not math.isfinite(test["loss"]):
+            raise UserError(
+                f"test logits became NaN or infinite at epoch {epoch} (check the test features for NaN/inf)"
+            )
+        row = {"epoch": epoch, "lr": lr, "train_loss": float(loss), "test_loss": test["loss"]}
+        row.update({f"test_{k}": test[k] for k in ("sp", "se", "score")})
+        row.update({f"val_{k}": None if val is None else val[k] for k in ("sp", "se", "score")})
+        history.append(row)
+        if select_epochs(history, cfg["se_min"])[cfg["select"]]["epoch"] == epoch:
+            best = {"epoch": epoch, "state": _state_copy(model), "logits_test": test_logits.clone()}
+        val_text = "" if val is None else f" | val Score {val['score']:.2f}"
+        tqdm.write(
+            f"epoch {epoch}/{epochs} lr {lr:.3g} loss {row['train_loss']:.4f} | test loss {test['loss']:.4f} "
+            f"Sp {test['sp']:.2f} Se {test['se']:.2f} Score {test['score']:.2f}{val_text}",
+            file=sys.stderr,
+        )
+        if checkpoints is not None:
+            checkpoints.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "history": history,
+                    "best": best,
+                    "rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state() if cuda else None,
+                }
+            )
+        if epoch_hook is not None:
+            epoch_hook(epoch)
+
+    model.load_state_dict(best["state"])
+    logits_train = predict(model, fn, train_set, eval_bs)
+    return RunResult(
+        history=history,
+        selection=select_epochs(history, cfg["se_min"]),
+        logits_train=logits_train.cpu().numpy().astype(np.float32),
+        logits_test=best["logits_test"].cpu().numpy().astype(np.float32),
+    )

@@ -1,0 +1,60 @@
+"""Per-epoch checkpoints so an interrupted run continues where it stopped.
+
+Checkpoints live outside the stage outputs (DVC must never see them) in ``$RSCKD_RESUME_DIR/<key>`` or
+``.cache/resume/<key>``. The key hashes everything that defines the run (arch, target, seed, the params
+blocks used, the cycle table, the features' meta and the soft-label file's content), so a changed input
+starts afresh instead of resuming a stale run. The directory is removed once the run's outputs are complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rsckd.atomic import atomic_path, json_bytes
+from rsckd.errors import warn
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes (read in chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resume_dir(identity: dict[str, Any]) -> Path:
+    key = hashlib.sha256(json_bytes(identity, digits=12)).hexdigest()[:32]
+    return Path(os.environ.get("RSCKD_RESUME_DIR", ".cache/resume")) / key
+
+
+class Checkpoints:
+    """The latest end-of-epoch state of one run, written atomically."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / CHECKPOINT
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        try:
+            return torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as err:  # a checkpoint we cannot read only costs the epochs it held
+            warn(f"{self.path}: unreadable resume checkpoint ({err}); starting the run from epoch 1")
+            return None
+
+    def save(self, state: dict[str, Any]) -> None:
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)

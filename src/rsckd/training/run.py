@@ -1,0 +1,186 @@
+"""``rsckd train``: one training run (a teacher or a student) from the cycle table, features and params.
+
+Reads models.<arch>, train.<arch> and runtime (plus ablation.noise_var for noise targets), trains on the
+subset == train rows, evaluates the test split and the val subset every epoch, and writes the run
+directory (--out) and the metrics JSON (--metrics). An interrupted run resumes from its last epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rsckd.atomic import write_json
+from rsckd.config import ABLATIONS, ARCHS, load_params
+from rsckd.errors import UserError
+from rsckd.training.artifacts import run_config, write_run
+from rsckd.training.loop import RunData, pick_device, seed_everything, train
+from rsckd.training.resume import Checkpoints, file_digest, resume_dir
+from rsckd.training.targets import NEEDS_SOFT_FILE, TARGETS, Targets, load_soft_logits, resolve_ablation
+
+TEXT_ARCHS = ("bts",)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", required=True, choices=ARCHS)
+    parser.add_argument("--seed", required=True, type=int)
+    parser.add_argument("--out", required=True, help="run directory to write (replaced as a whole)")
+    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
+    parser.add_argument("--target", choices=TARGETS, help="training target (default: hard)")
+    parser.add_argument("--soft", help="teacher-logit file (k, N_train, 4) for soft targets")
+    parser.add_argument(
+        "--ablation", choices=ABLATIONS, help="Table 3 variant: sets --target and --soft itself"
+    )
+    parser.add_argument("--soft-dir", default="data/soft_labels", help="soft-label folder for --ablation")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--cycles", default="data/prepared/cycles.csv")
+    parser.add_argument("--features-dir", help="default: data/features/<kind of the arch>")
+
+
+def resolve_target(
+    target: str | None, soft: str | None, ablation: str | None, soft_dir: str, k: int
+) -> tuple[str, Path | None]:
+    """(target kind, soft-label file) from the flags; an ablation decides both itself."""
+    if ablation is not None:
+        if target is not None or soft is not None:
+            raise UserError(
+                "--ablation chooses the target and the soft-label file itself; drop --target/--soft"
+            )
+        return resolve_ablation(ablation, k, soft_dir)
+    target = target or "hard"
+    if target in NEEDS_SOFT_FILE and soft is None:
+        raise UserError(
+            f"--target {target} needs --soft FILE.npy (teacher logits written by `rsckd ensemble`)"
+        )
+    if target not in NEEDS_SOFT_FILE and soft is not None:
+        raise UserError(f"--target {target} does not use a soft-label file; drop --soft")
+    return target, None if soft is None else Path(soft)
+
+
+def load_features(features_dir: Path, n_rows: int) -> np.ndarray:
+    path = features_dir / "features.npy"
+    if not path.is_file():
+        raise UserError(
+            f"{path}: features not found (run `rsckd features` for this architecture's kind first)"
+        )
+    features = np.load(path, mmap_mode="r")
+    if features.ndim != 3 or features.shape[0] != n_rows or features.dtype != np.float32:
+        raise UserError(
+            f"{path}: expected float32 features of shape ({n_rows}, T, F) for the {n_rows} cycle-table rows, "
+            f"got {features.dtype} {features.shape} (features of another cycle table? rerun `rsckd features`)"
+        )
+    return features
+
+
+def train_run(
+    arch: str,
+    seed: int,
+    out: str | os.PathLike[str],
+    metrics: str | os.PathLike[str],
+    params: dict[str, Any],
+    target: str | None = None,
+    soft: str | None = None,
+    ablation: str | None = None,
+    soft_dir: str = "data/soft_labels",
+    cycles: str | os.PathLike[str] = "data/prepared/cycles.csv",
+    features_dir: str | os.PathLike[str] | None = None,
+    epoch_hook=None,
+) -> dict[str, Any]:
+    """Run one training and write its outputs; returns the metrics dict. ``epoch_hook(epoch)`` runs after
+    every epoch's checkpoint (fault-injection tests)."""
+    from rsckd.data.features import FEATURE_KIND
+    from rsckd.data.table import load_cycles
+    from rsckd.models import build_model, build_tokenizer, count_parameters, tokenize
+
+    target, soft_path = resolve_target(target, soft, ablation, soft_dir, params["ablation"]["k"])
+    kind = FEATURE_KIND[arch]
+    features_dir = Path(features_dir) if features_dir is not None else Path("data/features") / kind
+    table = load_cycles(cycles)
+    features = load_features(features_dir, len(table))
+    split, subset = table["split"].to_numpy(), table["subset"].to_numpy()
+    train_rows = np.flatnonzero(split == "train")
+    labels = table["label"].to_numpy().astype(np.int64)
+    soft_logits = None if soft_path is None else load_soft_logits(soft_path, len(train_rows))
+    targets = Targets(target, labels[train_rows], soft_logits, seed, params["ablation"]["noise_var"])
+
+    model_cfg, train_cfg, runtime = params["models"][arch], params["train"][arch], params["runtime"]
+    meta = features_dir / "meta.json"
+    meta = meta if meta.is_file() else features_dir / "features.npy"  # hash the array only without its meta
+    identity = {
+        "arch": arch,
+        "target": target,
+        "ablation": ablation,
+        "seed": seed,
+        "model": model_cfg,
+        "train": train_cfg,
+        "runtime": runtime,
+        "noise_var": params["ablation"]["noise_var"] if target.startswith("noise") else None,
+        "cycles": file_digest(cycles),
+        "features": [list(features.shape), file_digest(meta)],
+        "soft": None if soft_path is None else file_digest(soft_path),
+    }
+    checkpoints = Checkpoints(resume_dir(identity))
+
+    device = pick_device(runtime["device"])
+    seed_everything(seed, device, runtime["threads"])
+    tokenizer = prompt_index = tokens = None
+    if arch in TEXT_ARCHS:
+        prompts, prompt_index = np.unique(table["prompt"].to_numpy().astype(str), return_inverse=True)
+        tokenizer = build_tokenizer(model_cfg, prompts.tolist())
+        ids, mask = tokenize(tokenizer, prompts.tolist(), model_cfg["max_text_length"])
+        tokens = (ids.to(device), mask.to(device))
+    feature_shape = (int(features.shape[1]), int(features.shape[2]))
+    model = build_model(arch, model_cfg, feature_shape, tokenizer=tokenizer).to(device)
+
+    data = RunData(
+        features=features,
+        labels=labels,
+        train_rows=train_rows,
+        fit_rows=np.flatnonzero(subset == "train"),
+        val_rows=np.flatnonzero(subset == "val"),
+        test_rows=np.flatnonzero(split == "test"),
+        targets=targets,
+        prompt_index=prompt_index,
+        tokens=tokens,
+    )
+    compile_model = bool(runtime.get("compile", False)) and device.type == "cuda"
+    result = train(model, data, train_cfg, seed, device, checkpoints, epoch_hook, compile_model)
+
+    config = run_config(
+        arch, params, kind, feature_shape, target=target, seed=seed, ablation=ablation, k=targets.k
+    )
+    write_run(out, model, config, result, tokenizer)
+    summary = {
+        "arch": arch,
+        "target": target,
+        "ablation": ablation,
+        "seed": seed,
+        "k": targets.k,
+        "n_params": count_parameters(model),
+        "selected": train_cfg["select"],
+        **result.selection,
+    }
+    write_json(metrics, summary)
+    checkpoints.clear()
+    return summary
+
+
+def run(args: argparse.Namespace) -> None:
+    params = load_params(args.params)
+    train_run(
+        args.arch,
+        args.seed,
+        args.out,
+        args.metrics,
+        params,
+        target=args.target,
+        soft=args.soft,
+        ablation=args.ablation,
+        soft_dir=args.soft_dir,
+        cycles=args.cycles,
+        features_dir=args.features_dir,
+    )

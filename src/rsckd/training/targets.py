@@ -1,0 +1,150 @@
+"""Training targets: hard labels, teacher soft labels (paper section 3.3) and the Table 3 variants.
+
+A soft-label file holds the logits of teachers 1..k on the train rows (split == train, table order),
+shape (k, N_train, 4). Targets are built for all train rows; the loop picks the rows it trains on.
+
+Target kinds (per epoch ``e``, run seed ``s``; "re-drawn" uses ``numpy.random.default_rng([s, e])`` so a
+resumed run draws the same values):
+  hard               class indices; optional class weights w_c = (1/p_c) / sum_j (1/p_j) (hard labels only).
+  mean               softmax of the mean logits of teachers 1..k (eq. 1); fixed.
+  random             per sample one teacher index i ~ U{1..k}, re-drawn every epoch; softmax(z_i) (eq. 2).
+  noise_var          one-hot + N(0, ablation.noise_var) per sample and class, re-drawn every epoch.
+  noise_teacher_var  one-hot + N(0, v_c) per sample and class, re-drawn every epoch, where
+                     v_c = mean over train rows n of (p_mean[n, c] - onehot[n, c])**2: the per-class
+                     variance of the mean-teacher soft labels around the one-hot labels.
+  raw_logits         the mean teacher logits themselves, no softmax (the "fails to converge" ablation).
+Soft targets ignore the hard labels; the loss is sum_c -t_c log softmax(z)_c, averaged over the batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rsckd.errors import UserError
+
+N_CLASSES = 4
+TARGETS = ("hard", "mean", "random", "noise_var", "noise_teacher_var", "raw_logits")
+NEEDS_SOFT_FILE = ("mean", "random", "noise_teacher_var", "raw_logits")
+
+
+def resolve_ablation(variant: str, k: int, soft_dir: str | Path) -> tuple[str, Path | None]:
+    """Map a Table 3 variant to (target kind, soft-label file) using ablation.k."""
+    soft_dir = Path(soft_dir)
+    table = {
+        "noise_var": ("noise_var", None),
+        "noise_teacher_var": ("noise_teacher_var", soft_dir / f"k{k}.npy"),
+        "single_teacher": ("mean", soft_dir / "k1.npy"),
+        "curated": ("mean", soft_dir / f"curated_k{k}.npy"),
+        "raw_logits": ("raw_logits", soft_dir / f"k{k}.npy"),
+    }
+    if variant not in table:
+        raise UserError(f"--ablation: expected one of {', '.join(table)}, got {variant!r}")
+    return table[variant]
+
+
+def load_soft_logits(path: str | Path, n_train: int) -> np.ndarray:
+    """Read a (k, N_train, 4) teacher-logit file and check it matches the cycle table's train rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: soft-label file not found (written by `rsckd ensemble`)")
+    try:
+        soft = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: not a readable .npy file ({err})") from None
+    if soft.ndim != 3 or soft.shape[0] < 1 or soft.shape[2] != N_CLASSES:
+        raise UserError(
+            f"{path}: expected teacher logits of shape (k, N_train, {N_CLASSES}), got {soft.shape}"
+        )
+    if soft.shape[1] != n_train:
+        raise UserError(
+            f"{path}: has {soft.shape[1]} rows but the cycle table has {n_train} train rows "
+            "(soft labels from another cycle table? re-run `rsckd ensemble`)"
+        )
+    if not np.isfinite(soft).all():
+        raise UserError(f"{path}: contains NaN or infinite logits")
+    return soft.astype(np.float32)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row softmax over the last axis in float64, returned as float32."""
+    z = z.astype(np.float64)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def one_hot(labels: np.ndarray) -> np.ndarray:
+    return np.eye(N_CLASSES, dtype=np.float32)[labels]
+
+
+def class_weights(labels: np.ndarray) -> np.ndarray:
+    """Reference weighted CE: w_c = (1/p_c) / sum_j (1/p_j); an absent class gets weight 0 (never used)."""
+    counts = np.bincount(labels, minlength=N_CLASSES).astype(np.float64)
+    inv = np.divide(counts.sum(), counts, out=np.zeros(N_CLASSES), where=counts > 0)
+    return (inv / inv.sum()).astype(np.float32)
+
+
+class Targets:
+    """The training targets of one run for every train row, per epoch."""
+
+    def __init__(
+        self,
+        kind: str,
+        labels: np.ndarray,
+        soft: np.ndarray | None = None,
+        seed: int = 0,
+        noise_var: float = 0.1,
+    ) -> None:
+        if kind not in TARGETS:
+            raise UserError(f"--target: expected one of {', '.join(TARGETS)}, got {kind!r}")
+        if (kind in NEEDS_SOFT_FILE) != (soft is not None):
+            need = (
+                "needs a soft-label file (--soft)" if kind in NEEDS_SOFT_FILE else "takes no soft-label file"
+            )
+            raise UserError(f"--target {kind} {need}")
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.size and (labels.min() < 0 or labels.max() >= N_CLASSES):
+            raise UserError(f"labels must be in 0..{N_CLASSES - 1}")
+        self.kind, self.labels, self.soft, self.seed = kind, labels, soft, seed
+        self.k = None if soft is None else int(soft.shape[0])
+        self.fixed: np.ndarray | None = None
+        self.noise_std: np.ndarray | float = 0.0
+        if kind == "mean":
+            self.fixed = softmax(soft.mean(axis=0))
+        elif kind == "raw_logits":
+            self.fixed = soft.mean(axis=0).astype(np.float32)
+        elif kind == "noise_var":
+            self.noise_std = float(np.sqrt(noise_var))
+        elif kind == "noise_teacher_var":
+            variance = ((softmax(soft.mean(axis=0)) - one_hot(labels)).astype(np.float64) ** 2).mean(axis=0)
+            self.noise_std = np.sqrt(variance)
+
+    @property
+    def hard(self) -> bool:
+        return self.kind == "hard"
+
+    def for_epoch(self, epoch: int) -> np.ndarray:
+        """(N_train,) int64 class indices for hard labels, else (N_train, 4) float32 target distributions."""
+        if self.hard:
+            return self.labels
+        if self.fixed is not None:
+            return self.fixed
+        rng = np.random.default_rng([self.seed, epoch])
+        n = len(self.labels)
+        if self.kind == "random":
+            teacher = rng.integers(0, self.k, size=n)
+            return softmax(self.soft[teacher, np.arange(n)])
+        noise = rng.standard_normal((n, N_CLASSES)) * self.noise_std
+        return (one_hot(self.labels) + noise).astype(np.float32)
+
+
+def target_loss(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy of float logits against class indices (optionally class-weighted) or target rows."""
+    if target.dtype == torch.long:
+        return F.cross_entropy(logits, target, weight=weight)
+    return -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()

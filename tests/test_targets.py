@@ -1,0 +1,135 @@
+"""Hard and soft training targets (paper section 3.3, Table 3 variants) and the loss."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rsckd.errors import UserError
+from rsckd.training.targets import (
+    Targets,
+    class_weights,
+    load_soft_logits,
+    one_hot,
+    resolve_ablation,
+    softmax,
+    target_loss,
+)
+
+
+@pytest.fixture
+def soft() -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(3, 40, 4)).astype(np.float32)
+
+
+@pytest.fixture
+def labels() -> np.ndarray:
+    return np.arange(40) % 4
+
+
+def test_softmax_rows_sum_to_one():
+    p = softmax(np.array([[0.0, 0.0, 0.0, 0.0], [1000.0, 0.0, 0.0, 0.0]]))
+    np.testing.assert_allclose(p, [[0.25] * 4, [1, 0, 0, 0]], atol=1e-7)
+    assert p.dtype == np.float32
+
+
+def test_hard_targets_are_the_labels(labels):
+    t = Targets("hard", labels)
+    assert t.hard and t.k is None
+    np.testing.assert_array_equal(t.for_epoch(1), labels)
+
+
+def test_class_weights_match_reference_values():
+    labels = np.repeat(np.arange(4), [2063, 1215, 501, 363])
+    np.testing.assert_allclose(class_weights(labels), [0.0800, 0.1358, 0.3295, 0.4547], atol=1e-4)
+    np.testing.assert_allclose(class_weights(np.array([0, 0, 1])), [1 / 3, 2 / 3, 0, 0], atol=1e-6)
+
+
+def test_mean_teacher_is_softmax_of_mean_logits(soft, labels):
+    t = Targets("mean", labels, soft)
+    assert t.k == 3
+    np.testing.assert_allclose(t.for_epoch(1), softmax(soft.mean(axis=0)), atol=1e-7)
+    np.testing.assert_array_equal(t.for_epoch(1), t.for_epoch(5))
+
+
+def test_random_teacher_redrawn_every_epoch_and_reproducible(soft, labels):
+    t = Targets("random", labels, soft, seed=7)
+    e1, e2 = t.for_epoch(1), t.for_epoch(2)
+    per_teacher = softmax(soft)  # (k, n, 4)
+    for e in (e1, e2):  # every row is exactly one teacher's softmax
+        match = np.isclose(per_teacher, e[None], atol=1e-7).all(axis=2)
+        assert match.any(axis=0).all()
+    assert not np.array_equal(e1, e2)
+    np.testing.assert_array_equal(Targets("random", labels, soft, seed=7).for_epoch(2), e2)
+    assert not np.array_equal(Targets("random", labels, soft, seed=8).for_epoch(2), e2)
+
+
+def test_noise_var_has_the_requested_variance(labels):
+    big = np.arange(20000) % 4
+    t = Targets("noise_var", big, noise_var=0.1, seed=1)
+    noise = t.for_epoch(1) - one_hot(big)
+    assert abs(noise.var() - 0.1) < 0.005 and abs(noise.mean()) < 0.01
+    assert not np.array_equal(t.for_epoch(1), t.for_epoch(2))
+    np.testing.assert_array_equal(
+        t.for_epoch(3), Targets("noise_var", big, noise_var=0.1, seed=1).for_epoch(3)
+    )
+
+
+def test_noise_teacher_var_uses_per_class_variance_of_mean_teacher(soft, labels):
+    t = Targets("noise_teacher_var", labels, soft, seed=1)
+    expected = ((softmax(soft.mean(axis=0)) - one_hot(labels)).astype(np.float64) ** 2).mean(axis=0)
+    np.testing.assert_allclose(t.noise_std**2, expected)
+    big_soft = np.repeat(soft, 500, axis=1)
+    big = Targets("noise_teacher_var", np.tile(labels, 500), big_soft, seed=1)
+    noise = big.for_epoch(1) - one_hot(np.tile(labels, 500))
+    np.testing.assert_allclose(noise.var(axis=0), big.noise_std**2, rtol=0.1)
+    assert not np.array_equal(t.for_epoch(1), t.for_epoch(2))
+
+
+def test_raw_logits_are_the_mean_logits(soft, labels):
+    np.testing.assert_allclose(Targets("raw_logits", labels, soft).for_epoch(1), soft.mean(axis=0), atol=1e-7)
+
+
+def test_soft_file_presence_is_checked(soft, labels):
+    with pytest.raises(UserError, match="needs a soft-label file"):
+        Targets("mean", labels)
+    with pytest.raises(UserError, match="takes no soft-label file"):
+        Targets("hard", labels, soft)
+
+
+def test_ablation_mapping():
+    d = Path("data/soft_labels")
+    assert resolve_ablation("single_teacher", 5, d) == ("mean", d / "k1.npy")
+    assert resolve_ablation("curated", 5, d) == ("mean", d / "curated_k5.npy")
+    assert resolve_ablation("noise_teacher_var", 5, d) == ("noise_teacher_var", d / "k5.npy")
+    assert resolve_ablation("noise_var", 5, d) == ("noise_var", None)
+    assert resolve_ablation("raw_logits", 3, d) == ("raw_logits", d / "k3.npy")
+    with pytest.raises(UserError):
+        resolve_ablation("nope", 5, d)
+
+
+def test_load_soft_logits_checks_rows(tmp_path, soft):
+    path = tmp_path / "k3.npy"
+    np.save(path, soft)
+    assert load_soft_logits(path, 40).shape == (3, 40, 4)
+    with pytest.raises(UserError, match=r"k3\.npy.*40 rows.*41 train rows"):
+        load_soft_logits(path, 41)
+    np.save(path, soft[..., :3])
+    with pytest.raises(UserError, match="shape"):
+        load_soft_logits(path, 40)
+    with pytest.raises(UserError, match="not found"):
+        load_soft_logits(tmp_path / "missing.npy", 40)
+
+
+def test_loss_hard_and_soft():
+    logits = torch.randn(6, 4)
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    w = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    torch.testing.assert_close(target_loss(logits, y), F.cross_entropy(logits, y))
+    torch.testing.assert_close(target_loss(logits, y, w), F.cross_entropy(logits, y, weight=w))
+    onehot = F.one_hot(y, 4).float()
+    torch.testing.assert_close(target_loss(logits, onehot), F.cross_entropy(logits, y))
+    p = torch.softmax(torch.randn(6, 4), dim=1)
+    torch.testing.assert_close(target_loss(logits, p), F.cross_entropy(logits, p))

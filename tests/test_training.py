@@ -1,0 +1,286 @@
+"""End-to-end training runs on a tiny fixture: outputs, determinism, resume, failures, soft targets."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from rsckd.cli import main as cli_main
+from rsckd.config import load_params
+from rsckd.data.table import CYCLE_COLUMNS
+from rsckd.errors import UserError
+from rsckd.evaluation.icbhi_score import icbhi_scores
+from rsckd.training.artifacts import HISTORY_COLUMNS, load_run
+from rsckd.training.run import train_run
+
+REPO = Path(__file__).resolve().parents[1]
+N_FIT, N_VAL, N_TEST = 72, 24, 48
+SHAPES = {"clap": (24, 16), "fbank": (32, 32)}  # (T, F) of the tiny models' feature kinds
+T, F = SHAPES["clap"]
+PROMPTS = [
+    "This sound was recorded from the trachea of an adult male patient, using a Meditron stethoscope.",
+    "This sound was recorded from the left anterior chest of a female pediatric patient, using an AKGC417L "
+    "microphone.",
+    "This sound was recorded from the right posterior chest of an adult female patient, using a LittC2SE "
+    "stethoscope.",
+]
+
+
+def _table() -> pd.DataFrame:
+    subsets = ["train"] * N_FIT + ["val"] * N_VAL + ["test"] * N_TEST
+    n = len(subsets)
+    labels = np.concatenate([np.arange(N_FIT) % 4, np.arange(N_VAL) % 4, np.arange(N_TEST) % 4])
+    patient = np.concatenate(
+        [100 + np.arange(N_FIT) // 12, 200 + np.arange(N_VAL) // 12, 300 + np.arange(N_TEST) // 12]
+    )
+    stems = [f"{p}_1b1_Tc_sc_Meditron" for p in patient]
+    rows = np.arange(n) % 12
+    return pd.DataFrame(
+        {
+            "id": [f"{s}:{r}" for s, r in zip(stems, rows, strict=True)],
+            "stem": stems,
+            "row": rows,
+            "patient": patient,
+            "split": ["test" if s == "test" else "train" for s in subsets],
+            "subset": subsets,
+            "label": labels,
+            "crackle": labels % 2,
+            "wheeze": labels // 2,
+            "start": rows * 2.0,
+            "end": rows * 2.0 + 1.5,
+            "location": "Tc",
+            "prompt_location": "Tc",
+            "device": "Meditron",
+            "mode": "sc",
+            "age": 40.0,
+            "sex": "M",
+            "age_group": "adult",
+            "prompt": [PROMPTS[i % len(PROMPTS)] for i in range(n)],
+            "native_sr": 4000,
+            "wav": [f"data/synthetic/{s}.wav" for s in stems],
+        },
+        columns=CYCLE_COLUMNS,
+    )
+
+
+def _features(labels: np.ndarray, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    x = rng.normal(-50.0, 10.0, (len(labels), *shape)).astype(np.float32)
+    for c in range(4):  # a learnable class signal in a few bins
+        x[labels == c, :, 2 * c : 2 * c + 3] += 25.0
+    return x
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_globals():
+    """A run sets torch's thread count and deterministic mode for the process; restore them after."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch):
+    monkeypatch.setenv("RSCKD_RESUME_DIR", str(tmp_path / "resume"))
+    rng = np.random.default_rng(0)
+    table = _table()
+    cycles = tmp_path / "cycles.csv"
+    table.to_csv(cycles, index=False)
+    features = {}
+    for kind in ("clap", "fbank"):
+        d = tmp_path / "features" / kind
+        d.mkdir(parents=True)
+        np.save(d / "features.npy", _features(table["label"].to_numpy(), rng, SHAPES[kind]))
+        (d / "meta.json").write_text(json.dumps({"kind": kind, "shape": [len(table), *SHAPES[kind]]}))
+        features[kind] = d
+    params = load_params(REPO / "params.yaml")
+    params["runtime"] = {"device": "cpu", "threads": 1}  # fast on a busy shared machine
+    for arch in params["train"]:
+        params["train"][arch].update(epochs=3, batch_size=16)
+    return SimpleNamespace(
+        root=tmp_path, cycles=cycles, features=features, params=params, n_train=N_FIT + N_VAL
+    )
+
+
+def _run(ws, name, arch="bts", **kw):
+    out, metrics = ws.root / name, ws.root / f"{name}.json"
+    kind = "clap" if arch in ("bts", "audio_clap") else "fbank"
+    summary = train_run(
+        arch, 1, out, metrics, ws.params, cycles=ws.cycles, features_dir=ws.features[kind], **kw
+    )
+    return out, metrics, summary
+
+
+def _bytes(out: Path, metrics: Path) -> dict[str, bytes]:
+    files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    return {**files, "metrics": metrics.read_bytes()}
+
+
+def _resume_files(ws) -> list[Path]:
+    return sorted((ws.root / "resume").rglob("*.pt"))
+
+
+def test_run_writes_the_contract_outputs(ws):
+    out, metrics, summary = _run(ws, "run")
+    for name in ("model.safetensors", "logits_train.npy", "logits_test.npy", "history.csv", "config.json"):
+        assert (out / name).is_file(), name
+    assert (out / "tokenizer").is_dir()
+    train_logits, test_logits = np.load(out / "logits_train.npy"), np.load(out / "logits_test.npy")
+    assert train_logits.shape == (ws.n_train, 4) and test_logits.shape == (N_TEST, 4)
+    assert train_logits.dtype == test_logits.dtype == np.float32
+    history = pd.read_csv(out / "history.csv")
+    assert tuple(history.columns) == HISTORY_COLUMNS and history["epoch"].tolist() == [1, 2, 3]
+    assert history["val_score"].notna().all()
+    data = json.loads(metrics.read_text())
+    assert data["arch"] == "bts" and data["target"] == "hard" and data["k"] is None and data["seed"] == 1
+    assert data["selected"] == "literature" and data["n_params"] > 0
+    assert set(data["literature"]) == {"epoch", "sp", "se", "score", "qualified"}
+    assert data["last"]["epoch"] == 3 and set(data["val"]) == {"epoch", "sp", "se", "score", "val_score"}
+    # the written test logits are those of the selected epoch
+    labels = pd.read_csv(ws.cycles)["label"].to_numpy()[-N_TEST:]
+    scores = icbhi_scores(labels, test_logits.argmax(axis=1))
+    assert scores["score"] == pytest.approx(data["literature"]["score"], abs=1e-6)
+    row = history[history["epoch"] == data["literature"]["epoch"]].iloc[0]
+    assert row["test_score"] == pytest.approx(data["literature"]["score"], abs=1e-5)
+    config = json.loads((out / "config.json").read_text())
+    assert (
+        config["feature_shape"] == [T, F] and config["feature_kind"] == "clap" and config["target"] == "hard"
+    )
+    assert _resume_files(ws) == []
+
+
+def test_load_run_rebuilds_the_selected_model(ws):
+    out, _, _ = _run(ws, "run")
+    model, config, tokenizer = load_run(out)
+    assert not model.training and config["arch"] == "bts" and tokenizer is not None
+    from rsckd.models import tokenize
+
+    x = torch.from_numpy(np.load(ws.features["clap"] / "features.npy")[-N_TEST:])
+    ids, mask = tokenize(
+        tokenizer, [PROMPTS[i % 3] for i in range(N_FIT + N_VAL, N_FIT + N_VAL + N_TEST)], 64
+    )
+    with torch.no_grad():
+        logits = model(x, ids, mask)
+    np.testing.assert_allclose(logits.numpy(), np.load(out / "logits_test.npy"), atol=1e-4)
+
+
+def test_same_run_twice_is_byte_identical(ws):
+    a = _bytes(*_run(ws, "a")[:2])
+    b = _bytes(*_run(ws, "b")[:2])
+    assert a.keys() == b.keys() and a == b
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _interrupt_after(epoch):
+    def hook(e):
+        if e == epoch:
+            raise Interrupt
+
+    return hook
+
+
+def test_resumed_run_is_byte_identical(ws, capsys):
+    reference = _bytes(*_run(ws, "a")[:2])
+    with pytest.raises(Interrupt):
+        _run(ws, "b", epoch_hook=_interrupt_after(2))
+    assert not (ws.root / "b").exists() and not (ws.root / "b.json").exists()
+    assert len(_resume_files(ws)) == 1
+    capsys.readouterr()
+    resumed = _bytes(*_run(ws, "b")[:2])
+    assert "resuming after epoch 2" in capsys.readouterr().err
+    assert resumed == reference
+    assert _resume_files(ws) == []
+
+
+def test_changed_param_does_not_resume_a_stale_run(ws, capsys):
+    with pytest.raises(Interrupt):
+        _run(ws, "b", epoch_hook=_interrupt_after(1))
+    ws.params["train"]["bts"]["lr"] = 2e-3
+    capsys.readouterr()
+    _run(ws, "b")
+    assert "resuming" not in capsys.readouterr().err
+    assert len(_resume_files(ws)) == 1  # the stale run's checkpoint stays, under its own key
+
+
+@pytest.mark.parametrize("cause", ["inf_feature", "huge_lr"])
+def test_non_finite_loss_stops_and_writes_nothing(ws, cause):
+    if cause == "inf_feature":
+        path = ws.features["clap"] / "features.npy"
+        x = np.load(path)
+        x[:N_FIT] = np.inf
+        np.save(path, x)
+    else:
+        ws.params["train"]["bts"]["lr"] = 1e30
+    with pytest.raises(UserError, match=r"NaN or infinite at epoch \d+, step \d+"):
+        _run(ws, "run")
+    assert not (ws.root / "run").exists() and not (ws.root / "run.json").exists()
+
+
+def _write_soft(ws, name, k, rows=None):
+    soft_dir = ws.root / "soft_labels"
+    soft_dir.mkdir(exist_ok=True)
+    rng = np.random.default_rng(k)
+    np.save(soft_dir / name, rng.normal(size=(k, rows or ws.n_train, 4)).astype(np.float32))
+    return soft_dir / name
+
+
+def test_soft_targets_and_ablation(ws):
+    for arch_cfg in ws.params["train"].values():
+        arch_cfg["epochs"] = 1
+    soft = _write_soft(ws, "k3.npy", 3)
+    _, metrics, summary = _run(ws, "random", target="random", soft=str(soft))
+    assert summary["target"] == "random" and summary["k"] == 3
+    assert json.loads(metrics.read_text())["k"] == 3
+    _write_soft(ws, "k1.npy", 1)
+    _, _, summary = _run(ws, "single", ablation="single_teacher", soft_dir=str(soft.parent))
+    assert (summary["target"], summary["k"], summary["ablation"]) == ("mean", 1, "single_teacher")
+    _, _, summary = _run(ws, "noise", ablation="noise_var", soft_dir=str(soft.parent))
+    assert (summary["target"], summary["k"]) == ("noise_var", None)
+    _write_soft(ws, "k5.npy", 5)  # ablation.k = 5 in params.yaml
+    for variant in ("noise_teacher_var", "raw_logits"):
+        _, _, summary = _run(ws, variant, ablation=variant, soft_dir=str(soft.parent))
+        assert (summary["target"], summary["k"]) == (variant, 5)
+    with pytest.raises(UserError, match="curated_k5.npy: soft-label file not found"):
+        _run(ws, "curated", ablation="curated", soft_dir=str(soft.parent))
+
+
+def test_soft_file_row_mismatch_is_a_user_error(ws):
+    soft = _write_soft(ws, "k2.npy", 2, rows=ws.n_train - 1)
+    with pytest.raises(UserError, match=rf"k2\.npy: has {ws.n_train - 1} rows .* {ws.n_train} train rows"):
+        _run(ws, "run", target="mean", soft=str(soft))
+    assert not (ws.root / "run").exists()
+
+
+def test_fbank_arch_with_specaugment_and_class_weights(ws):
+    cfg = ws.params["train"]["cnn6"]
+    cfg.update(epochs=2, select="val")
+    assert cfg["class_weighted"] and cfg["specaugment"]
+    out, _, summary = _run(ws, "cnn6", arch="cnn6")
+    assert summary["selected"] == "val" and summary["val"]["epoch"] in (1, 2)
+    assert not (out / "tokenizer").exists()
+
+
+def test_cli_flag_errors(ws, capsys):
+    base = [
+        "train",
+        "--arch",
+        "bts",
+        "--seed",
+        "1",
+        "--out",
+        str(ws.root / "o"),
+        "--metrics",
+        str(ws.root / "m.json"),
+    ]
+    base += ["--params", str(REPO / "params.yaml"), "--cycles", str(ws.cycles)]
+    assert cli_main([*base, "--ablation", "curated", "--target", "mean"]) == 2
+    assert "--ablation chooses" in capsys.readouterr().err
+    assert cli_main([*base, "--target", "mean"]) == 2
+    assert "needs --soft" in capsys.readouterr().err
