@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 import torch
-from rsckd.models import build_model, build_tokenizer, tokenize
 
 from rsckd.data.prompts import LOCATION_NAMES, bts_prompt
+from rsckd.models import build_model, build_tokenizer, tokenize
 from rsckd.training.loop import (
     Cycles,
     RunData,

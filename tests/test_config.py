@@ -85,7 +85,10 @@ def test_paper_profile_names_every_missing_input(tmp_path, monkeypatch, capsys):
     ]
     assert "ICBHI_final_database" in problems[0] and "data/raw/ICBHI" in problems[0]
     out = tmp_path / "inputs.json"
-    assert main(["check-params", "--params", str(ROOT / "configs/paper.yaml"), "--inputs", "--out", str(out)]) == 2
+    assert (
+        main(["check-params", "--params", str(ROOT / "configs/paper.yaml"), "--inputs", "--out", str(out)])
+        == 2
+    )
     assert "the profile needs files that are not here" in capsys.readouterr().err
     assert not out.exists()
 

@@ -25,8 +25,13 @@ def tracked_copy(dest: Path) -> Path:
         if src.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=dest, check=True, env=env)
     return dest
@@ -42,8 +47,11 @@ def committed_outputs(root: Path) -> dict[str, bytes]:
 
 
 def run(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1",
+    }
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return done.stdout
@@ -70,3 +78,18 @@ def test_parallel_slots_give_the_serial_bytes(tmp_path):
     out = run(["rsckd", "parallel", "--slots", "2"], copy)
     assert "FAIL" not in out
     check_reproduced(copy)
+
+
+def test_remote_run_cache_restores_results_on_another_machine(tmp_path):
+    """The multi-machine recipe: a worker pushes its run-cache, another clone pulls it and trains nothing."""
+    remote = tmp_path / "remote"
+    worker, collector = tracked_copy(tmp_path / "worker"), tracked_copy(tmp_path / "collector")
+    for repo in (worker, collector):
+        run(["dvc", "remote", "add", "-d", "store", str(remote)], repo)
+    run(["dvc", "repro", "prepare"], worker)
+    run(["dvc", "push", "--run-cache"], worker)
+    run(["dvc", "pull", "--run-cache"], collector)
+    out = run(["dvc", "repro", "prepare"], collector)
+    assert "Running stage" not in out and "skipping run" in out
+    table = "data/prepared/cycles.csv"
+    assert (collector / table).read_bytes() == (worker / table).read_bytes()

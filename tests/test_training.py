@@ -11,11 +11,11 @@ import torch
 
 from rsckd.cli import main as cli_main
 from rsckd.config import load_params
-from rsckd.data.table import CYCLE_COLUMNS
 from rsckd.errors import UserError
 from rsckd.evaluation.icbhi_score import icbhi_scores
 from rsckd.training.artifacts import HISTORY_COLUMNS, load_run
 from rsckd.training.run import train_run
+from run_fixtures import cycle_table, learnable_features
 
 REPO = Path(__file__).resolve().parents[1]
 N_FIT, N_VAL, N_TEST = 72, 24, 48
@@ -31,47 +31,11 @@ PROMPTS = [
 
 
 def _table() -> pd.DataFrame:
-    subsets = ["train"] * N_FIT + ["val"] * N_VAL + ["test"] * N_TEST
-    n = len(subsets)
-    labels = np.concatenate([np.arange(N_FIT) % 4, np.arange(N_VAL) % 4, np.arange(N_TEST) % 4])
-    patient = np.concatenate(
-        [100 + np.arange(N_FIT) // 12, 200 + np.arange(N_VAL) // 12, 300 + np.arange(N_TEST) // 12]
-    )
-    stems = [f"{p}_1b1_Tc_sc_Meditron" for p in patient]
-    rows = np.arange(n) % 12
-    return pd.DataFrame(
-        {
-            "id": [f"{s}:{r}" for s, r in zip(stems, rows, strict=True)],
-            "stem": stems,
-            "row": rows,
-            "patient": patient,
-            "split": ["test" if s == "test" else "train" for s in subsets],
-            "subset": subsets,
-            "label": labels,
-            "crackle": labels % 2,
-            "wheeze": labels // 2,
-            "start": rows * 2.0,
-            "end": rows * 2.0 + 1.5,
-            "location": "Tc",
-            "prompt_location": "Tc",
-            "device": "Meditron",
-            "mode": "sc",
-            "age": 40.0,
-            "sex": "M",
-            "age_group": "adult",
-            "prompt": [PROMPTS[i % len(PROMPTS)] for i in range(n)],
-            "native_sr": 4000,
-            "wav": [f"data/synthetic/{s}.wav" for s in stems],
-        },
-        columns=CYCLE_COLUMNS,
-    )
+    return cycle_table(N_FIT, N_VAL, N_TEST, PROMPTS, per_patient=12)
 
 
 def _features(labels: np.ndarray, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    x = rng.normal(-50.0, 10.0, (len(labels), *shape)).astype(np.float32)
-    for c in range(4):  # a learnable class signal in a few bins
-        x[labels == c, :, 2 * c : 2 * c + 3] += 25.0
-    return x
+    return learnable_features(labels, rng, shape)
 
 
 @pytest.fixture(autouse=True)

@@ -38,7 +38,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             if path.exists():
                 os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                if old.exists():  # put the previous output back: a failed swap must not lose it
+                    os.replace(old, path)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             with open(tmp, "rb+") as f:

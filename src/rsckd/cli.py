@@ -58,9 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:  # disk full, permissions, vanished files: the OS names the file, no traceback needed
+    except (
+        OSError
+    ) as err:  # disk full, permissions, vanished files: the OS names the file, no traceback needed
         where = f": {err.filename}" if err.filename else ""
-        print(f"error: {err.strerror or err}{where} (outputs already in place were left untouched)", file=sys.stderr)
+        print(
+            f"error: {err.strerror or err}{where} (outputs already in place were left untouched)",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

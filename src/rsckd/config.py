@@ -31,8 +31,19 @@ def _fail(key: str, expected: str, value: Any) -> UserError:
 
 def integer(lo: int | None = None, hi: int | None = None) -> Check:
     def check(key: str, v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo) or (hi is not None and v > hi):
-            bounds = f" >= {lo}" if hi is None and lo is not None else f" in [{lo}, {hi}]" if hi is not None else ""
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, int)
+            or (lo is not None and v < lo)
+            or (hi is not None and v > hi)
+        ):
+            bounds = (
+                f" >= {lo}"
+                if hi is None and lo is not None
+                else f" in [{lo}, {hi}]"
+                if hi is not None
+                else ""
+            )
             raise _fail(key, f"an integer{bounds}", v)
         return v
 
@@ -45,7 +56,11 @@ def number(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
             x = float(v) if not isinstance(v, bool) and isinstance(v, (int, float, str)) else math.nan
         except ValueError:
             x = math.nan
-        bad = not math.isfinite(x) or (lo is not None and (x <= lo if lo_open else x < lo)) or (hi is not None and x > hi)
+        bad = (
+            not math.isfinite(x)
+            or (lo is not None and (x <= lo if lo_open else x < lo))
+            or (hi is not None and x > hi)
+        )
         if bad:
             bound = "" if lo is None else f" {'>' if lo_open else '>='} {lo}"
             bound += "" if hi is None else f" and <= {hi}"
@@ -90,7 +105,9 @@ def unique_list(item: Check) -> Check:
         out = [item(f"{key}[{i}]", x) for i, x in enumerate(v)]
         dupes = sorted({str(x) for x in out if out.count(x) > 1})
         if dupes:
-            raise UserError(f"params: {key}: duplicate values {', '.join(dupes)}; every value must appear once")
+            raise UserError(
+                f"params: {key}: duplicate values {', '.join(dupes)}; every value must appear once"
+            )
         return out
 
     return check
@@ -114,7 +131,14 @@ def block(spec: dict[str, Any]) -> Check:
 
 
 SPECAUGMENT = optional(
-    block({"freq_masks": integer(0), "freq_width": integer(0), "time_masks": integer(0), "time_width": integer(0)})
+    block(
+        {
+            "freq_masks": integer(0),
+            "freq_width": integer(0),
+            "time_masks": integer(0),
+            "time_width": integer(0),
+        }
+    )
 )
 TRAIN = {
     "epochs": integer(1),
@@ -214,18 +238,27 @@ def _cross_checks(p: dict[str, Any]) -> None:
         too_big = [k for k in ks if k > n_teachers]
         if too_big:
             raise UserError(
-                f"params: {key}: k = {too_big[0]} is larger than the number of teachers ({n_teachers} in teacher.seeds)"
+                f"params: {key}: k = {too_big[0]} is larger than the number of teachers "
+                f"({n_teachers} in teacher.seeds)"
             )
-    if p["second_gen"]["k"] not in p["distill"]["ks"] or p["second_gen"]["method"] not in p["distill"]["methods"]:
+    if (
+        p["second_gen"]["k"] not in p["distill"]["ks"]
+        or p["second_gen"]["method"] not in p["distill"]["methods"]
+    ):
         raise UserError(
-            "params: second_gen: (k, method) must be a cell of the distillation sweep (distill.ks x distill.methods), got "
-            f"k={p['second_gen']['k']}, method={p['second_gen']['method']}"
+            "params: second_gen: (k, method) must be a cell of the distillation sweep "
+            f"(distill.ks x distill.methods), got k={p['second_gen']['k']}, "
+            f"method={p['second_gen']['method']}"
         )
     if len(p["distill"]["seeds"]) < 2:
-        raise UserError("params: distill.seeds: the second-generation ensemble needs at least 2 student seeds")
+        raise UserError(
+            "params: distill.seeds: the second-generation ensemble needs at least 2 student seeds"
+        )
     for arch in ARCHS:
         if p["train"][arch]["select"] == "val" and p["data"]["val_fraction"] == 0:
-            raise UserError(f"params: train.{arch}.select: 'val' needs a validation split (data.val_fraction > 0)")
+            raise UserError(
+                f"params: train.{arch}.select: 'val' needs a validation split (data.val_fraction > 0)"
+            )
     clap = p["features"]["clap"]
     if clap["f_min"] >= clap["f_max"] or clap["f_max"] > clap["sample_rate"] / 2:
         raise UserError(
@@ -265,8 +298,8 @@ WEIGHTS = {
     "audio_clap": _CLAP,
     "ast": "a Hugging Face MIT/ast-finetuned-audioset-10-10-0.4593 directory",
     "cnn6": "the PANNs checkpoint Cnn6_mAP=0.343.pth (zenodo record 3987831)",
-    "resnet18": "the torchvision ImageNet ResNet18 weights in timm layout (model.safetensors of timm/resnet18.tv_in1k)",
-    "efficientnet_b0": "timm efficientnet_b0 ImageNet weights (model.safetensors of timm/efficientnet_b0.ra_in1k)",
+    "resnet18": "torchvision's ImageNet ResNet18 in timm layout (model.safetensors of timm/resnet18.tv_in1k)",
+    "efficientnet_b0": "timm ImageNet EfficientNet-B0 (model.safetensors of timm/efficientnet_b0.ra_in1k)",
 }
 
 
@@ -276,13 +309,16 @@ def missing_inputs(params: dict[str, Any]) -> list[str]:
     root = Path(params["data"]["root"])
     if not (root / params["data"]["audio_dir"]).is_dir() and root != Path(SYNTHETIC_ROOT):
         problems.append(
-            f"data.root: {root}/{params['data']['audio_dir']} not found. Download the ICBHI 2017 Respiratory Sound "
-            f"Database and put ICBHI_final_database/ (920 .wav + .txt), ICBHI_challenge_train_test.txt and the "
-            f"demographic file under {root}/ (optional: metadata.txt of the BTS reference for per-patient locations)"
+            f"data.root: {root}/{params['data']['audio_dir']} not found. Download the ICBHI 2017 Respiratory "
+            "Sound Database and put ICBHI_final_database/ (920 .wav + .txt), ICBHI_challenge_train_test.txt "
+            f"and the demographic file under {root}/ (optional: metadata.txt of the BTS reference for "
+            "per-patient locations)"
         )
     for arch, cfg in params["models"].items():
         if cfg["pretrained"] is not None and not Path(cfg["pretrained"]).exists():
-            problems.append(f"models.{arch}.pretrained: {cfg['pretrained']} not found; put there {WEIGHTS[arch]}")
+            problems.append(
+                f"models.{arch}.pretrained: {cfg['pretrained']} not found; put there {WEIGHTS[arch]}"
+            )
     return problems
 
 
@@ -294,7 +330,9 @@ def require_inputs(params: dict[str, Any]) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="params file to validate")
-    parser.add_argument("--inputs", action="store_true", help="also check that data and pretrained weights exist")
+    parser.add_argument(
+        "--inputs", action="store_true", help="also check that data and pretrained weights exist"
+    )
     parser.add_argument("--out", help="write what was checked to this JSON file (the pipeline's first stage)")
 
 
@@ -305,8 +343,11 @@ def run(args: argparse.Namespace) -> None:
     if args.out:
         from rsckd.atomic import write_json
 
-        write_json(args.out, {
-            "data_root": params["data"]["root"],
-            "pretrained": {arch: cfg["pretrained"] for arch, cfg in params["models"].items()},
-        })
+        write_json(
+            args.out,
+            {
+                "data_root": params["data"]["root"],
+                "pretrained": {arch: cfg["pretrained"] for arch, cfg in params["models"].items()},
+            },
+        )
     print(f"{args.params}: ok ({len(params['teacher']['seeds'])} teachers, k in {params['distill']['ks']})")

@@ -32,7 +32,7 @@ def _dvc(*args: str) -> str:
 
 
 def dag_layers(dot: str) -> list[list[str]]:
-    """Group stages by their longest distance from a root, parsing `dvc dag --dot` (edges point downstream)."""
+    """Group stages by their longest distance from a root (parses `dvc dag --dot`; edges point downstream)."""
     nodes, parents = [], {}
     for line in dot.splitlines():
         line = line.strip()
@@ -75,8 +75,12 @@ def run_layer(stages: list[str], envs: list[dict[str, str]], log_dir: Path) -> l
         try:
             log = log_dir / f"{stage.replace('/', '_')}.log"
             with open(log, "w") as out:
-                code = subprocess.call(["dvc", "--wait-for-lock", "repro", "-s", stage], env=env,
-                                       stdout=out, stderr=subprocess.STDOUT)
+                code = subprocess.call(
+                    ["dvc", "--wait-for-lock", "repro", "-s", stage],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
             gpu = env.get("CUDA_VISIBLE_DEVICES", "-")
             print(f"  {'ok  ' if code == 0 else 'FAIL'} {stage} (gpu {gpu}, log {log})", flush=True)
             return None if code == 0 else stage

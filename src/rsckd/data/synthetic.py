@@ -45,7 +45,7 @@ LOCATION_SHARE = {"Tc": 0.14, "Al": 0.17, "Ar": 0.16, "Pl": 0.17, "Pr": 0.15, "L
 CLASS_SHARE = np.array([0.54, 0.27, 0.12, 0.07])  # normal, crackle, wheeze, both
 SUBTYPES, SUBTYPE_SHARE = ("PCM_16", "PCM_24", "PCM_32"), (0.6, 0.25, 0.15)
 RATE_10K_SHARE = 0.06
-FLIP_P = 0.08  # annotated label differs from the sound
+FLIP_P = 0.05  # annotated label differs from the sound
 CYCLE_MEDIAN_S, CYCLE_SIGMA, CYCLE_MIN_S, CYCLE_MAX_S = 2.4, 0.5, 0.3, 12.0
 PATIENT_CLASS_CONCENTRATION = 8.0  # Dirichlet: patients differ in how abnormal they are
 NORMAL_DIAGNOSES = ("Healthy", "URTI")
@@ -251,7 +251,7 @@ def render(rec: RecordingPlan, rng: np.random.Generator) -> np.ndarray:
     u = np.where(rng.random(cid.size) < 0.7, rng.random(cid.size) * insp[cid], rng.random(cid.size))
     freq = _log_uniform(rng, 200.0, 1500.0, cid.size)
     gain = (
-        _log_uniform(rng, 1.5, 12.0, nc)[cid]
+        _log_uniform(rng, 6.0, 30.0, nc)[cid]
         * rng.uniform(0.5, 1.5, cid.size)
         * rng.choice([-1.0, 1.0], cid.size)
     )
@@ -281,7 +281,7 @@ def render(rec: RecordingPlan, rng: np.random.Generator) -> np.ndarray:
         w0 = rng.uniform(0.0, 0.45, nc)
         w1 = np.minimum(w0 + rng.uniform(0.3, 0.8, nc), 0.98)
         f0, glide = _log_uniform(rng, 100.0, 1000.0, nc), rng.uniform(-0.25, 0.25, nc)
-        harmonic, w_gain = rng.uniform(0.15, 0.5, nc), _log_uniform(rng, 0.1, 1.2, nc)
+        harmonic, w_gain = rng.uniform(0.15, 0.5, nc), _log_uniform(rng, 0.8, 4.0, nc)
         on = np.flatnonzero(inside & has_w[cc] & (phase >= w0[cc]) & (phase < w1[cc]))
         c = cc[on]
         uw = (phase[on] - w0[c]) / (w1 - w0)[c]

@@ -28,7 +28,9 @@ def read_logits(run_dir: Path, split: str, n_rows: int) -> np.ndarray:
         raise UserError(f"{path}: missing (expected the {split} logits written by `rsckd train`)")
     logits = np.load(path)
     if logits.shape != (n_rows, 4) or logits.dtype != np.float32:
-        raise UserError(f"{path}: expected float32 logits of shape ({n_rows}, 4), got {logits.dtype} {logits.shape}")
+        raise UserError(
+            f"{path}: expected float32 logits of shape ({n_rows}, 4), got {logits.dtype} {logits.shape}"
+        )
     return logits
 
 
@@ -68,15 +70,24 @@ def curated_seeds(teacher_metrics: dict[int, dict[str, Any]], k: int, by: str) -
     def score(seed: int) -> float:
         result = teacher_metrics[seed]["literature" if by == "literature" else "val"]
         if result is None:
-            raise UserError(f"ensemble.curate_by: 'val' needs teachers trained with a validation split (seed {seed})")
+            raise UserError(
+                f"ensemble.curate_by: 'val' needs teachers trained with a validation split (seed {seed})"
+            )
         return result["val_score"] if by == "val" else result["score"]
 
     ranked = sorted(order, key=lambda s: (-score(s), order.index(s)))
     return ranked[:k]
 
 
-def run_ensemble(params: dict[str, Any], cycles: Path, teachers_dir: Path, metrics_dir: Path,
-                 soft_dir: Path, metrics_out: Path, plot_out: Path) -> None:
+def run_ensemble(
+    params: dict[str, Any],
+    cycles: Path,
+    teachers_dir: Path,
+    metrics_dir: Path,
+    soft_dir: Path,
+    metrics_out: Path,
+    plot_out: Path,
+) -> None:
     table = load_cycles(cycles)
     train = table[table.split == "train"]
     test_labels = table.loc[table.split == "test", "label"].to_numpy()
@@ -87,7 +98,9 @@ def run_ensemble(params: dict[str, Any], cycles: Path, teachers_dir: Path, metri
     teacher_metrics = {seed: read_metrics(metrics_dir / f"s{seed}.json") for seed in seeds}
 
     per_k = {str(k): ensemble_scores(test_logits[:k], test_labels) for k in range(1, len(seeds) + 1)}
-    individual = np.array([[m["literature"][x] for x in ("sp", "se", "score")] for m in teacher_metrics.values()])
+    individual = np.array(
+        [[m["literature"][x] for x in ("sp", "se", "score")] for m in teacher_metrics.values()]
+    )
     curated = {}
     with atomic_dir(soft_dir) as out:
         for k in soft_label_ks(params):
@@ -96,17 +109,28 @@ def run_ensemble(params: dict[str, Any], cycles: Path, teachers_dir: Path, metri
             k = params["ablation"]["k"]
             chosen = curated_seeds(teacher_metrics, k, params["ensemble"]["curate_by"])
             save_npy(out / f"curated_k{k}.npy", train_logits[[seeds.index(s) for s in chosen]])
-            curated = {"k": k, "seeds": chosen, **ensemble_scores(test_logits[[seeds.index(s) for s in chosen]],
-                                                                    test_labels)}
-    write_json(metrics_out, {
-        "k": per_k,
-        "curated": curated,
-        "individual": {
-            "mean": dict(zip(("sp", "se", "score"), individual.mean(axis=0), strict=True)),
-            "std": dict(zip(("sp", "se", "score"), individual.std(axis=0, ddof=1) if len(seeds) > 1 else [0.0] * 3,
-                            strict=True)),
+            curated = {
+                "k": k,
+                "seeds": chosen,
+                **ensemble_scores(test_logits[[seeds.index(s) for s in chosen]], test_labels),
+            }
+    write_json(
+        metrics_out,
+        {
+            "k": per_k,
+            "curated": curated,
+            "individual": {
+                "mean": dict(zip(("sp", "se", "score"), individual.mean(axis=0), strict=True)),
+                "std": dict(
+                    zip(
+                        ("sp", "se", "score"),
+                        individual.std(axis=0, ddof=1) if len(seeds) > 1 else [0.0] * 3,
+                        strict=True,
+                    )
+                ),
+            },
         },
-    })
+    )
     rows = ["k,sp,se,score,loss"] + [
         f"{k},{v['sp']:.4f},{v['se']:.4f},{v['score']:.4f},{v['loss']:.6f}" for k, v in per_k.items()
     ]
@@ -117,12 +141,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--cycles", default="data/prepared/cycles.csv")
     parser.add_argument("--teachers", default="models/teachers", help="folder of teacher run dirs s<seed>/")
-    parser.add_argument("--teacher-metrics", default="metrics/teachers", help="folder of teacher metrics s<seed>.json")
+    parser.add_argument(
+        "--teacher-metrics", default="metrics/teachers", help="folder of teacher metrics s<seed>.json"
+    )
     parser.add_argument("--soft-dir", default="data/soft_labels")
     parser.add_argument("--metrics", default="metrics/ensemble.json")
     parser.add_argument("--plot", default="plots/ensemble_k.csv")
 
 
 def run(args: argparse.Namespace) -> None:
-    run_ensemble(load_params(args.params), Path(args.cycles), Path(args.teachers), Path(args.teacher_metrics),
-                 Path(args.soft_dir), Path(args.metrics), Path(args.plot))
+    run_ensemble(
+        load_params(args.params),
+        Path(args.cycles),
+        Path(args.teachers),
+        Path(args.teacher_metrics),
+        Path(args.soft_dir),
+        Path(args.metrics),
+        Path(args.plot),
+    )

@@ -31,5 +31,7 @@ def run(args: argparse.Namespace) -> None:
     logits = np.stack([read_logits(r, "test", len(labels)) for r in runs])
     students = ensemble_scores(logits, labels)
     teachers = json.loads(Path(args.ensemble_metrics).read_text())["k"][str(k)]
-    write_json(Path(args.metrics), {"k": k, "method": method, "seeds": seeds, "students": students,
-                                    "teachers": teachers})
+    write_json(
+        Path(args.metrics),
+        {"k": k, "method": method, "seeds": seeds, "students": students, "teachers": teachers},
+    )

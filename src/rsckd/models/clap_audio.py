@@ -29,6 +29,9 @@ TINY_AUDIO = dict(
     num_attention_heads=[2, 2, 4],
     hidden_size=64,  # = patch_embeds_hidden_size * 2 ** (len(depths) - 1)
     projection_dim=32,
+    # CLAP's init scales weights by 1/sqrt(2 * layers * hidden): at this width the embeddings of different
+    # inputs come out nearly identical and a random-init tiny model cannot learn in a few epochs.
+    initializer_factor=4.0,
 )
 TINY_PROJECTION = 32
 # keys of a full ClapModel directory that an audio-only model does not have (the text side, CLIP logit scales)
@@ -47,7 +50,10 @@ def clap_config(arch: str, cfg: dict[str, Any], text: dict[str, Any] | None = No
         tiny = cfg["size"] == "tiny"
         projection = {"projection_dim": TINY_PROJECTION} if tiny else {}
         audio = dict(TINY_AUDIO if tiny else FULL_AUDIO, **projection)
-        return ClapConfig(audio_config=audio, text_config=dict(text or {}, **projection), **projection)
+        init = {"initializer_factor": TINY_AUDIO["initializer_factor"]} if tiny else {}
+        return ClapConfig(
+            audio_config=audio, text_config=dict(text or {}, **projection), **projection, **init
+        )
     where = f"models.{arch}.pretrained"
     model_type = hf_config(path, where).get("model_type")
     if model_type == "clap":

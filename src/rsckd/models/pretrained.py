@@ -124,7 +124,12 @@ def hf_load(cls: Any, path: Path, where: str, ignore_unexpected: Iterable[str] =
     logging.set_verbosity_error()  # its own report would repeat (or contradict) ours
     try:
         model, info = cls.from_pretrained(
-            str(path), local_files_only=True, output_loading_info=True, dtype=torch.float32, **kwargs
+            str(path),
+            local_files_only=True,
+            output_loading_info=True,
+            dtype=torch.float32,
+            ignore_mismatched_sizes=True,  # report mis-shaped weights in info (named below), never raise
+            **kwargs,
         )
     except (OSError, ValueError) as err:
         raise UserError(f"{where}: cannot load {path} as {cls.__name__} ({err})") from None
