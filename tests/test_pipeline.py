@@ -81,15 +81,19 @@ def test_parallel_slots_give_the_serial_bytes(tmp_path):
 
 
 def test_remote_run_cache_restores_results_on_another_machine(tmp_path):
-    """The multi-machine recipe: a worker pushes its run-cache, another clone pulls it and trains nothing."""
+    """The multi-machine recipe: a worker pushes its run-cache, another clone pulls it and trains nothing.
+
+    Both clones use params the committed dvc.lock has never seen, so only the run-cache can carry the results.
+    """
     remote = tmp_path / "remote"
     worker, collector = tracked_copy(tmp_path / "worker"), tracked_copy(tmp_path / "collector")
     for repo in (worker, collector):
         run(["dvc", "remote", "add", "-d", "store", str(remote)], repo)
+        params = repo / "params.yaml"
+        params.write_text(params.read_text().replace("  seed: 0\n", "  seed: 1\n", 1))
     run(["dvc", "repro", "prepare"], worker)
-    run(["dvc", "push", "--run-cache"], worker)
-    run(["dvc", "pull", "--run-cache"], collector)
-    out = run(["dvc", "repro", "prepare"], collector)
-    assert "Running stage" not in out and "skipping run" in out
+    run(["dvc", "push", "--run-cache", "--with-deps", "prepare"], worker)
+    out = run(["dvc", "repro", "--pull", "prepare"], collector)
+    assert "Running stage" not in out and "is cached - skipping run" in out
     table = "data/prepared/cycles.csv"
     assert (collector / table).read_bytes() == (worker / table).read_bytes()

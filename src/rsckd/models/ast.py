@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsckd.errors import UserError
+from rsckd.evaluation.icbhi_score import N_CLASSES
 from rsckd.models.pretrained import hf_config, hf_load, load_strict
-from rsckd.models.registry import N_CLASSES, RSCModel, check_mel_bins, pretrained_path
+from rsckd.models.registry import RSCModel, check_mel_bins, pretrained_path
 
 FULL: dict[str, Any] = dict(num_mel_bins=128, patch_size=16, frequency_stride=10, time_stride=10)
 TINY: dict[str, Any] = dict(

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsckd.errors import UserError
+from rsckd.evaluation.icbhi_score import N_CLASSES
 from rsckd.models.clap_audio import check_clap_features, clap_config, clap_module
-from rsckd.models.registry import N_CLASSES, RSCModel
+from rsckd.models.registry import RSCModel
 
 ROBERTA_VOCAB = 50265
 POSITION_OFFSET = 2  # RoBERTa positions start after the padding index (1)

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from rsckd.errors import UserError
+from rsckd.evaluation.icbhi_score import N_CLASSES
 from rsckd.models.pretrained import hf_config, hf_load
-from rsckd.models.registry import N_CLASSES, RSCModel, check_mel_bins, pretrained_path
+from rsckd.models.registry import RSCModel, check_mel_bins, pretrained_path
 
 # laion/clap-htsat-unfused: Swin-T HTSAT (96 -> 768, depths 2-2-6-2), 64 mel bins folded into a 256x256 image
 FULL_AUDIO: dict[str, Any] = {}

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rsckd.evaluation.icbhi_score import N_CLASSES
 from rsckd.models.pretrained import load_strict, read_state_dict
-from rsckd.models.registry import N_CLASSES, RSCModel, pretrained_path
+from rsckd.models.registry import RSCModel, pretrained_path
 
 CHANNELS = {"full": (64, 128, 256, 512), "tiny": (8, 16, 32, 64)}
 PANNS_EXTRA_KEYS = (

@@ -15,11 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from rsckd.config import ARCHS
 from rsckd.errors import UserError
 
-ARCHS = ("bts", "audio_clap", "ast", "cnn6", "resnet18", "efficientnet_b0")
 SIZES = ("tiny", "full")
-N_CLASSES = 4
 AUDIOSET_MEAN, AUDIOSET_STD = -4.2677393, 4.5689974  # AST's AudioSet fbank statistics
 
 

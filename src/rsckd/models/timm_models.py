@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
+from rsckd.evaluation.icbhi_score import N_CLASSES
 from rsckd.models.pretrained import load_strict, read_state_dict
-from rsckd.models.registry import N_CLASSES, RSCModel, pretrained_path
+from rsckd.models.registry import RSCModel, pretrained_path
 
 VARIANTS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
     "resnet18": {

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rsckd.config import TARGETS
 from rsckd.errors import UserError
+from rsckd.evaluation.icbhi_score import N_CLASSES
 
-N_CLASSES = 4
-TARGETS = ("hard", "mean", "random", "noise_var", "noise_teacher_var", "raw_logits")
 NEEDS_SOFT_FILE = ("mean", "random", "noise_teacher_var", "raw_logits")
 
 
