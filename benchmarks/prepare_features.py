@@ -22,18 +22,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ["--n-patients", "126", "--recordings-per-patient", "7.3", "--cycles-per-recording", "7.5"]
-PAPER_FEATURES = {
-    "clap": {
-        "sample_rate": 48000,
-        "n_mels": 64,
-        "n_fft": 1024,
-        "hop_length": 480,
-        "f_min": 50.0,
-        "f_max": 14000.0,
-        "max_length_s": 10.0,
-    },
-    "fbank": {"sample_rate": 16000, "num_mel_bins": 128, "frame_length_ms": 25.0, "frame_shift_ms": 10.0},
-}
+PAPER_FEATURES = yaml.safe_load((ROOT / "configs/paper.yaml").read_text())["features"]  # the paper profile
 TARGET_S, TARGET_GB = 180.0, 4.0
 
 

@@ -19,16 +19,8 @@ from rsckd.data import features
 from rsckd.data.cycles import extract_cycles, read_wav
 from rsckd.errors import UserError
 
-PAPER_CLAP = {
-    "sample_rate": 48000,
-    "n_mels": 64,
-    "n_fft": 1024,
-    "hop_length": 480,
-    "f_min": 50.0,
-    "f_max": 14000.0,
-    "max_length_s": 10.0,
-}
-PAPER_FBANK = {"sample_rate": 16000, "num_mel_bins": 128, "frame_length_ms": 25.0, "frame_shift_ms": 10.0}
+PAPER = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/paper.yaml").read_text())["features"]
+PAPER_CLAP, PAPER_FBANK = PAPER["clap"], PAPER["fbank"]
 TINY_CLAP = {
     **PAPER_CLAP,
     "sample_rate": 8000,
