@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from params_edit import DELETE, set_key
 from rsckd.cli import main
 from rsckd.config import load_params, missing_inputs, validate
 from rsckd.errors import UserError
@@ -16,14 +17,7 @@ DEFAULT = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 def edited(path: str, value):
     params = copy.deepcopy(DEFAULT)
-    *parents, last = path.split(".")
-    node = params
-    for key in parents:
-        node = node[key]
-    if value is KeyError:
-        del node[last]
-    else:
-        node[last] = value
+    set_key(params, path, value)
     return params
 
 
@@ -44,7 +38,7 @@ def test_default_and_paper_profiles_are_valid():
         ("train.bts.epochs", 2.5, "train.bts.epochs: expected an integer"),
         ("train.bts.epochs", True, "train.bts.epochs: expected an integer"),
         ("train.bts.select", "best", "train.bts.select: expected one of literature, last, val"),
-        ("train.bts.epochs", KeyError, "train.bts.epochs: missing key"),
+        ("train.bts.epochs", DELETE, "train.bts.epochs: missing key"),
         ("distill.ks", [1, 3, 7], "distill.ks: k = 7 is larger than the number of teachers (5"),
         ("arch_table.k", 6, "arch_table.k: k = 6 is larger than the number of teachers"),
         ("teacher.seeds", [], "teacher.seeds: expected a non-empty list"),

@@ -31,6 +31,7 @@ import torch
 import yaml
 
 from icbhi_fixtures import RECORDINGS, make_icbhi, write_wav
+from params_edit import DELETE, set_key
 from rsckd.cli import main
 from run_fixtures import cycle_table, learnable_features
 
@@ -122,19 +123,6 @@ def fails_cleanly(
     return message
 
 
-def deep_update(d: dict[str, Any], dotted: str, value: Any) -> None:
-    *path, last = dotted.split(".")
-    for key in path:
-        d = d[key]
-    if value is DELETE:
-        del d[last]
-    else:
-        d[last] = value
-
-
-DELETE = object()
-
-
 def write_params(path: Path, **changes: Any) -> Path:
     """params.yaml of the repository with ``a__b__c=value`` changes (DELETE removes a key)."""
     params = copy.deepcopy(BASE_PARAMS)
@@ -142,7 +130,7 @@ def write_params(path: Path, **changes: Any) -> Path:
     for arch in params["train"]:
         params["train"][arch].update(epochs=2, batch_size=8)
     for key, value in changes.items():
-        deep_update(params, key.replace("__", "."), value)
+        set_key(params, key.replace("__", "."), value)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
 
