@@ -76,21 +76,13 @@ def run_logits(
     run_dir: Path, wave: torch.Tensor, sr: int, rows: list[tuple[float, float]], prompt: Any
 ) -> torch.Tensor:
     """Logits (n_cycles, 4) of one run, its inputs rebuilt from its config.json."""
-    from rsckd.data.cycles import extract_cycles
-    from rsckd.data.features import compute
+    from rsckd.data.features import compute, feature_cycles
     from rsckd.models import tokenize
     from rsckd.training.artifacts import load_run
 
     model, config, tokenizer = load_run(run_dir)
     features_cfg, cycles_cfg = config["features"], config["cycles"]
-    cycles = extract_cycles(
-        wave,
-        sr,
-        int(features_cfg["sample_rate"]),
-        rows,
-        float(cycles_cfg["desired_length_s"]),
-        cycles_cfg["pad"],
-    )
+    cycles = feature_cycles(wave, sr, rows, features_cfg, cycles_cfg)
     text: dict[str, torch.Tensor] = {}
     if model.uses_text:
         if tokenizer is None:

@@ -45,17 +45,20 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int]:
 
 
 @functools.cache
-def _resampler(orig_sr: int, new_sr: int) -> torchaudio.transforms.Resample:
-    """One windowed-sinc kernel per rate pair (the references rebuilt it for every file)."""
-    return torchaudio.transforms.Resample(orig_sr, new_sr)  # sinc_interp_hann, width 6, rolloff 0.99
+def _resampler(orig_sr: int, new_sr: int, dtype: torch.dtype) -> torchaudio.transforms.Resample:
+    """One windowed-sinc kernel per rate pair and dtype (the references rebuilt it for every file).
+
+    float32 keeps torchaudio's default kernel (dtype None), bit for bit the references'; float64 builds it in
+    float64 throughout. Both: sinc_interp_hann, width 6, rolloff 0.99."""
+    return torchaudio.transforms.Resample(orig_sr, new_sr, dtype=None if dtype == torch.float32 else dtype)
 
 
 def resample(wave: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
-    """Resample with torchaudio's default kernel, cached per (orig_sr, new_sr)."""
+    """Resample with torchaudio's default kernel in the wave's dtype, cached per (orig_sr, new_sr, dtype)."""
     if orig_sr == new_sr:
         return wave
     with torch.no_grad():
-        return _resampler(int(orig_sr), int(new_sr))(wave)
+        return _resampler(int(orig_sr), int(new_sr), wave.dtype)(wave)
 
 
 def linear_fade(wave: torch.Tensor, fade_in: int, fade_out: int, inplace: bool = False) -> torch.Tensor:
@@ -67,11 +70,11 @@ def linear_fade(wave: torch.Tensor, fade_in: int, fade_out: int, inplace: bool =
     """
     n = wave.shape[-1]
     fade_in, fade_out = min(fade_in, n), min(fade_out, n)
-    ramp_in = torch.linspace(0, 1, fade_in, device=wave.device).clamp_(0, 1)
-    ramp_out = (-torch.linspace(0, 1, fade_out, device=wave.device) + 1).clamp_(0, 1)
+    ramp_in = torch.linspace(0, 1, fade_in, dtype=wave.dtype, device=wave.device).clamp_(0, 1)
+    ramp_out = (-torch.linspace(0, 1, fade_out, dtype=wave.dtype, device=wave.device) + 1).clamp_(0, 1)
     out = wave if inplace else wave.clone()
     if fade_in + fade_out > n:  # overlapping ramps: the whole envelope, as Fade builds it
-        ones = torch.ones(n, device=wave.device)
+        ones = torch.ones(n, dtype=wave.dtype, device=wave.device)
         return out.mul_(torch.cat((ramp_in, ones[fade_in:])) * torch.cat((ones[fade_out:], ramp_out)))
     out[..., :fade_in] *= ramp_in
     out[..., n - fade_out :] *= ramp_out
@@ -104,7 +107,8 @@ def extract_cycles(
     desired_length_s: float,
     pad: str,
 ) -> torch.Tensor:
-    """All annotated cycles of one recording as a ``[n_rows, desired_length_s * target_sr]`` float32 tensor.
+    """All annotated cycles of one recording as a ``[n_rows, desired_length_s * target_sr]`` tensor of the
+    wave's dtype (float32 equals the references bit for bit; the features stage works in float64).
 
     The whole recording is resampled once and faded at both ends before slicing, as in the references, so a
     cycle touching the start or end of a file carries that fade. Slice bounds use int() truncation.

@@ -6,6 +6,10 @@ re-implemented in batched torch so they run on the GPU when there is one, and ar
 reference extractors (``transformers.ClapFeatureExtractor``,
 ``torchaudio.compliance.kaldi.fbank``). The stage streams: each recording is opened and resampled once, and
 features go straight into a preallocated ``.npy`` memmap, so memory stays bounded however large the corpus is.
+
+Everything is computed in float64 and rounded to float32 once, when written: torch's float32 kernels (FFT,
+matmul, log) differ in their last bits between CPUs (AVX-512, AVX2 or plain kernels, MKL and oneDNN code
+paths), and float64 keeps those differences about 2**-29 of a float32 step, far below the rounding.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torchaudio
 
 from rsckd.atomic import atomic_dir, write_json
 from rsckd.data.cycles import extract_cycles, read_wav
@@ -62,7 +65,7 @@ def _clap_max_len(cfg: dict[str, Any]) -> int:
 def _clap_constants(
     sr: int, n_fft: int, n_mels: int, f_min: float, f_max: float, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Periodic Hann window and Slaney mel filters [n_fft//2+1, n_mels], built once per configuration."""
+    """Periodic Hann window and Slaney mel filters [n_fft//2+1, n_mels] in float64, built once per config."""
     from transformers.audio_utils import mel_filter_bank  # float64 filters, exactly the extractor's
 
     filters = mel_filter_bank(
@@ -74,8 +77,8 @@ def _clap_constants(
         norm="slaney",
         mel_scale="slaney",
     )
-    window = torch.hann_window(n_fft, periodic=True, dtype=torch.float32, device=device)
-    return window, torch.from_numpy(filters).to(device=device, dtype=torch.float32)
+    window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64, device=device)
+    return window, torch.from_numpy(filters).to(device)
 
 
 def _clap_signal(cycles: torch.Tensor, max_len: int, n_fft: int, hop: int) -> tuple[torch.Tensor, int]:
@@ -128,7 +131,7 @@ def clap_logmel(cycles: torch.Tensor, cfg: dict[str, Any]) -> torch.Tensor:
         (cycles.shape[0], n_frames, filters.shape[1]), dtype=torch.float32, device=cycles.device
     )
     done = 0
-    for part in _parts(cycles.to(torch.float32)):
+    for part in _parts(cycles.to(torch.float64)):
         signal, n_active = _clap_signal(part, max_len, n_fft, hop)
         spec = torch.fft.rfft(signal.unfold(-1, n_fft, hop) * window)
         power = spec.real.square() + spec.imag.square()
@@ -164,17 +167,26 @@ def fbank_num_frames(cfg: dict[str, Any], n_samples: int) -> int:
     return 1 + (n_samples - size) // shift
 
 
+def _kaldi_mel(freq: torch.Tensor) -> torch.Tensor:
+    return 1127.0 * torch.log1p(freq / 700.0)
+
+
 @functools.lru_cache(maxsize=16)
 def _fbank_constants(
     sr: int, size: int, padded: int, n_bins: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric Hann window and kaldi mel banks [padded//2+1, bins] (zero Nyquist row, as kaldi pads)."""
-    banks, _ = torchaudio.compliance.kaldi.get_mel_banks(
-        n_bins, padded, float(sr), 20.0, 0.0, 100.0, -500.0, 1.0
-    )
-    banks = torch.nn.functional.pad(banks.to(torch.float32), (0, 1))
-    window = torch.hann_window(size, periodic=False, dtype=torch.float32, device=device)
-    return window, banks.T.contiguous().to(device)
+    """Symmetric Hann window and kaldi mel banks [padded//2+1, bins] (float64; zero Nyquist row, as kaldi
+    pads): triangles evenly spaced on 1127 ln(1 + f/700) from 20 Hz to Nyquist, ``kaldi.get_mel_banks``'s
+    formula without VTLN, evaluated in float64."""
+    f64 = dict(dtype=torch.float64, device=device)
+    low, high = _kaldi_mel(torch.tensor(20.0, **f64)), _kaldi_mel(torch.tensor(sr / 2, **f64))
+    edges = low + torch.arange(n_bins + 2, **f64)[:, None] * ((high - low) / (n_bins + 1))
+    mel = _kaldi_mel(sr / padded * torch.arange(padded // 2, **f64))
+    up = (mel - edges[:-2]) / (edges[1:-1] - edges[:-2])
+    down = (edges[2:] - mel) / (edges[2:] - edges[1:-1])
+    banks = torch.nn.functional.pad(torch.minimum(up, down).clamp_min(0.0), (0, 1))
+    window = torch.hann_window(size, periodic=False, **f64)
+    return window, banks.T.contiguous()
 
 
 def fbank(cycles: torch.Tensor, cfg: dict[str, Any]) -> torch.Tensor:
@@ -192,11 +204,11 @@ def fbank(cycles: torch.Tensor, cfg: dict[str, Any]) -> torch.Tensor:
     eps = torch.finfo(torch.float32).eps
     out = torch.empty((cycles.shape[0], n_frames, banks.shape[1]), dtype=torch.float32, device=cycles.device)
     done = 0
-    for part in _parts(cycles.to(torch.float32)):
+    for part in _parts(cycles.to(torch.float64)):
         frames = part.unfold(-1, size, shift)
         centred = frames - frames.mean(dim=-1, keepdim=True)
         # pre-emphasis x[j] - 0.97 x[j-1] (x[-1] = x[0]) and window, written into the zero-padded FFT buffer
-        buffer = torch.zeros((*frames.shape[:2], padded), device=cycles.device)
+        buffer = torch.zeros((*frames.shape[:2], padded), dtype=torch.float64, device=cycles.device)
         emphasised = buffer[..., :size]
         torch.mul(centred[..., :-1], 0.97, out=emphasised[..., 1:])
         emphasised[..., 0] = centred[..., 0] * 0.97
@@ -218,6 +230,18 @@ def feature_shape(kind: str, cfg: dict[str, Any], cycle_samples: int) -> tuple[i
     if kind == "fbank":
         return fbank_num_frames(cfg, cycle_samples), int(cfg["num_mel_bins"])
     raise UserError(f"unknown feature kind {kind!r} (expected clap or fbank)")
+
+
+def feature_cycles(
+    wave: torch.Tensor,
+    native_sr: int,
+    rows: list[tuple[float, float]],
+    cfg: dict[str, Any],
+    cycles_cfg: dict[str, Any],
+) -> torch.Tensor:
+    """A recording's cycles as every feature is computed from them: float64, at the feature's rate."""
+    sr, seconds = int(cfg["sample_rate"]), float(cycles_cfg["desired_length_s"])
+    return extract_cycles(wave.double(), native_sr, sr, rows, seconds, str(cycles_cfg["pad"]))
 
 
 def compute(cycles: torch.Tensor, kind: str, cfg: dict[str, Any]) -> torch.Tensor:
@@ -262,12 +286,8 @@ def build_features(
     from tqdm import tqdm
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    sr, desired_s, pad = (
-        int(cfg["sample_rate"]),
-        float(cycles_cfg["desired_length_s"]),
-        str(cycles_cfg["pad"]),
-    )
-    shape = (len(table), *feature_shape(kind, cfg, int(round(desired_s * sr))))
+    cycle_samples = int(round(float(cycles_cfg["desired_length_s"]) * int(cfg["sample_rate"])))
+    shape = (len(table), *feature_shape(kind, cfg, cycle_samples))
     chunk = CHUNK_CYCLES[device.type]
     starts, ends, native = (table[c].to_numpy() for c in ("start", "end", "native_sr"))
     recordings = table.groupby("wav", sort=False).indices  # first-appearance order; each file opened once
@@ -297,7 +317,7 @@ def build_features(
                 )
             bounds = list(zip(starts[rows].tolist(), ends[rows].tolist(), strict=True))
             try:
-                pending_waves.append(extract_cycles(wave, native_sr, sr, bounds, desired_s, pad))
+                pending_waves.append(feature_cycles(wave, native_sr, bounds, cfg, cycles_cfg))
             except UserError as err:
                 raise UserError(f"{wav}: {err}") from None
             pending_rows.append(rows)

@@ -9,7 +9,10 @@ strengths vary so some abnormal cycles are subtle, and about 8 % of the labels d
 (annotator noise).
 
 Everything is drawn from ``numpy.random.Generator`` streams derived from the seed (one per recording), and
-each recording is synthesised with whole-array numpy at 8 kHz and FFT-resampled to its native rate.
+each recording is synthesised with whole-array numpy at 8 kHz and FFT-resampled to its native rate. The bytes
+are the same on every x86-64 CPU: exponentials and logarithms come from ``exact_math`` (numpy's own kernels
+differ by CPU in the last bit), powers are products, and numpy's sin, sums and pocketfft FFTs were measured
+to be identical whichever SIMD kernels numpy dispatches (``tests/test_reproducibility.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from scipy import fft
 
 from rsckd.atomic import atomic_dir, write_bytes, write_text
 from rsckd.config import SCHEMA, block, load_params
+from rsckd.data import exact_math
 from rsckd.data.icbhi import DATA_DEFAULTS, DEMOGRAPHICS_NAMES, LOCATIONS
 
 INTERNAL_SR = 8000  # all synthetic content lies below 4 kHz
@@ -171,7 +175,7 @@ def plan_corpus(cfg: dict[str, Any]) -> tuple[list[PatientPlan], list[RecordingP
     for j, (stem, i, device, split) in enumerate(raw):
         n_cyc = 1 + int(rng.poisson(rng.gamma(3.0, cpr / 3.0))) if cpr > 0 else 1
         lengths = np.clip(
-            rng.lognormal(math.log(CYCLE_MEDIAN_S), CYCLE_SIGMA, n_cyc), CYCLE_MIN_S, CYCLE_MAX_S
+            rng.lognormal(float(exact_math.log(CYCLE_MEDIAN_S)), CYCLE_SIGMA, n_cyc), CYCLE_MIN_S, CYCLE_MAX_S
         )
         bounds = np.round(rng.uniform(0.02, 0.6) + np.concatenate([[0.0], np.cumsum(lengths)]), 3)
         labels = rng.choice(4, n_cyc, p=class_p[i])
@@ -202,14 +206,20 @@ def _events(
         return np.zeros(n)
     k = np.arange(length)
     t = k / INTERNAL_SR
-    waves = amp[:, None] * np.exp(-t / tau[:, None]) * np.sin(2 * np.pi * freq[:, None] * t)
+    waves = amp[:, None] * exact_math.exp(-t / tau[:, None]) * np.sin(2 * np.pi * freq[:, None] * t)
     idx = pos[:, None] + k
     ok = idx < n
     return np.bincount(idx[ok], weights=waves[ok], minlength=n)
 
 
+def _fourth(z: np.ndarray) -> np.ndarray:
+    """z**4 by two exact squarings (numpy's power kernel differs by CPU)."""
+    square = z * z
+    return square * square
+
+
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float, size: int | None = None) -> Any:
-    return np.exp(rng.uniform(math.log(lo), math.log(hi), size))
+    return exact_math.exp(rng.uniform(exact_math.log(lo), exact_math.log(hi), size))
 
 
 def render(rec: RecordingPlan, rng: np.random.Generator) -> np.ndarray:
@@ -237,7 +247,7 @@ def render(rec: RecordingPlan, rng: np.random.Generator) -> np.ndarray:
     env = np.where(inside, env, 0.0) + 0.04
     lo, hi = rng.uniform(80.0, 150.0), rng.uniform(600.0, 1200.0)
     f = fft.rfftfreq(n, 1 / fs).astype(np.float32)  # single precision spectra: the FFTs dominate the cost
-    band = (f / lo) ** 4 / (1 + (f / lo) ** 4) / (1 + (f / hi) ** 4)
+    band = _fourth(f / lo) / (1 + _fourth(f / lo)) / (1 + _fourth(f / hi))
     white = rng.standard_normal((f.size, 2), np.float32).view(np.complex64)[
         :, 0
     ]  # white noise as its spectrum
@@ -298,7 +308,7 @@ def render(rec: RecordingPlan, rng: np.random.Generator) -> np.ndarray:
         signal += amp * np.resize(hum, n)
 
     # device response, then FFT resampling to the native rate (exact: both lengths are k 10-ms blocks)
-    spectrum = fft.rfft(signal.astype(np.float32)) / np.sqrt(1 + (f / DEVICE_CUTOFF_HZ[rec.device]) ** 4)
+    spectrum = fft.rfft(signal.astype(np.float32)) / np.sqrt(1 + _fourth(f / DEVICE_CUTOFF_HZ[rec.device]))
     n_out = k * rec.sr // 100
     out = np.zeros(n_out // 2 + 1, np.complex64)  # single precision: the native-rate transform dominates
     m = min(out.size, spectrum.size)
@@ -306,7 +316,7 @@ def render(rec: RecordingPlan, rng: np.random.Generator) -> np.ndarray:
     frames = math.ceil(rec.duration * rec.sr)
     y = fft.irfft(out, n_out)[:frames]
     snr = rng.uniform(*DEVICE_SNR_DB[rec.device])
-    noise = np.sqrt(np.mean(y**2)) * 10 ** (-snr / 20) * math.sqrt(rec.sr / fs)
+    noise = np.sqrt(np.mean(y**2)) * exact_math.exp(-snr / 20 * exact_math.log(10.0)) * math.sqrt(rec.sr / fs)
     y += np.float32(noise * math.sqrt(12)) * (
         rng.random(frames, np.float32) - np.float32(0.5)
     )  # white, uniform
