@@ -55,10 +55,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="timed training steps per target kind")
     parser.add_argument("--eval-batch", type=int, default=None, help="default: 256 on cuda, 64 on cpu")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--cpu-kernels", choices=("native", "portable"), default="native")
     args = parser.parse_args()
 
     device = pick_device(args.device)
-    seed_everything(0, device, torch.get_num_threads())
+    seed_everything(0, device, {"threads": torch.get_num_threads(), "cpu_kernels": args.cpu_kernels})
     t, f = SHAPES[args.size]
     cfg = {"size": args.size, "pretrained": None, "max_text_length": 64}
     texts = prompts()

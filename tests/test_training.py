@@ -62,7 +62,8 @@ def ws(tmp_path, monkeypatch):
         (d / "meta.json").write_text(json.dumps({"kind": kind, "shape": [len(table), *SHAPES[kind]]}))
         features[kind] = d
     params = load_params(REPO / "params.yaml")
-    params["runtime"] = {"device": "cpu", "threads": 1}  # fast on a busy shared machine
+    # one thread: fast on a busy shared machine; native kernels: this process has already run torch kernels
+    params["runtime"] = {"device": "cpu", "threads": 1, "cpu_kernels": "native"}
     for arch in params["train"]:
         params["train"][arch].update(epochs=3, batch_size=16)
     return SimpleNamespace(

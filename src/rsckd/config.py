@@ -201,7 +201,11 @@ SCHEMA: dict[str, Any] = {
         "efficientnet_b0": {**MODEL, "input_norm": NORM},
     },
     "train": {arch: TRAIN for arch in ARCHS},
-    "runtime": {"device": choice("auto", "cpu", "cuda"), "threads": integer(1)},
+    "runtime": {
+        "device": choice("auto", "cpu", "cuda"),
+        "threads": integer(1),
+        "cpu_kernels": choice("portable", "native"),
+    },
     "teacher": {"arch": choice(*ARCHS), "seeds": unique_list(integer(0))},
     "ensemble": {"curate_by": choice("literature", "val")},
     "distill": {

@@ -15,6 +15,7 @@ non-finite check are accumulated on the device). On CPU the run is bit-reproduci
 from __future__ import annotations
 
 import math
+import os
 import random
 import sys
 from collections.abc import Callable
@@ -69,14 +70,42 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int, device: torch.device, threads: int) -> None:
+PORTABLE_CPU_KERNELS = {  # kernels every x86-64 CPU runs alike, whatever SIMD it has
+    "ATEN_CPU_CAPABILITY": "default",  # ATen's plain kernels, not its AVX2 / AVX-512 builds
+    "MKL_CBWR": "COMPATIBLE",  # MKL's SSE2 branch, the one it keeps identical on Intel and AMD
+    "ONEDNN_MAX_CPU_ISA": "SSE41",  # oneDNN's convolutions and matmuls without AVX
+}
+
+
+def pin_cpu_kernels(kernels: str) -> None:
+    """``runtime.cpu_kernels: portable``: make the CPU libraries choose kernels by these variables rather
+    than by the CPU, so a CPU run gives the same bytes on any x86-64 machine (at 1.3-1.9x the time).
+
+    Each library reads its variable when it first runs a kernel, so this must come before any tensor maths.
+    """
+    if kernels != "portable":
+        return
+    os.environ.update(PORTABLE_CPU_KERNELS)
+    if torch.backends.cpu.get_cpu_capability() != "DEFAULT":
+        raise RuntimeError("pin_cpu_kernels: ATen chose its CPU kernels before the pin (call it first)")
+
+
+def seed_everything(seed: int, device: torch.device, runtime: dict[str, Any]) -> None:
+    """Seeds, thread count and the kernel choices that make a run repeatable (README, 'What reproduces
+    where'): on CPU deterministic algorithms, a fixed thread count and ``runtime.cpu_kernels``; on CUDA
+    deterministic algorithms where torch has them (warning where it has not), cuDNN without autotuning, and
+    TF32 matmuls (deterministic on one GPU model, and what the bf16 autocast leaves in float32 is minor)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
     if device.type == "cpu":
+        pin_cpu_kernels(runtime["cpu_kernels"])
         torch.use_deterministic_algorithms(True)
-        torch.set_num_threads(threads)
+        torch.set_num_threads(runtime["threads"])
     else:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 

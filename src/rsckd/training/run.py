@@ -126,7 +126,7 @@ def train_run(
     checkpoints = Checkpoints(resume_dir(identity))
 
     device = pick_device(runtime["device"])
-    seed_everything(seed, device, runtime["threads"])
+    seed_everything(seed, device, runtime)
     tokenizer = prompt_index = tokens = None
     if arch in TEXT_ARCHS:
         prompts, prompt_index = np.unique(table["prompt"].to_numpy().astype(str), return_inverse=True)
