@@ -38,7 +38,7 @@ KEYS = {
 }
 OPTIONAL = {"sha256", "md5"}
 COMMIT = re.compile(r"[0-9a-f]{40}")
-CHUNK = 1 << 20
+CHUNK = 1 << 16  # a broken transfer loses at most one chunk
 ATTEMPTS = 3  # per file; each attempt resumes where the previous one stopped
 TIMEOUT = (30, 120)  # connect, read (seconds)
 
