@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import errno
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import requests
 import yaml
 
 from rsckd.atomic import write_json
@@ -41,13 +43,13 @@ COMMIT = re.compile(r"[0-9a-f]{40}")
 CHUNK = 1 << 16  # a broken transfer loses at most one chunk
 ATTEMPTS = 3  # per file; each attempt resumes where the previous one stopped
 TIMEOUT = (30, 120)  # connect, read (seconds)
-
-
-def _retryable() -> tuple[type[BaseException], ...]:
-    import requests
-
-    exc = requests.exceptions
-    return (exc.ConnectionError, exc.ChunkedEncodingError, exc.Timeout, ConnectionError)
+# a broken connection or a short body: retried, resuming where the part ends (a proxy failure is not retried)
+RETRY = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.Timeout,
+    ConnectionError,
+)
 
 
 def load_sources(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -88,8 +90,6 @@ def lock_path(sources: str | os.PathLike[str]) -> Path:
 
 
 def load_lock(path: Path) -> dict[str, Any]:
-    import json
-
     if not path.is_file():
         return {}
     try:
@@ -118,8 +118,6 @@ def _mismatch(src: dict[str, Any], lock: dict[str, Any], got: dict[str, str]) ->
 
 def _describe(err: BaseException, src: dict[str, Any], partial: Path) -> UserError:
     """One line naming the source and what to do, for every way a transfer can fail."""
-    import requests
-
     name, url = src["name"], src.get("url") or src.get("repo")
     if isinstance(err, requests.exceptions.ProxyError):
         return UserError(
@@ -130,7 +128,7 @@ def _describe(err: BaseException, src: dict[str, Any], partial: Path) -> UserErr
         return UserError(
             f"{name}: HTTP {code} from {url}; check the URL in the sources file or try again later"
         )
-    if isinstance(err, _retryable()):
+    if isinstance(err, RETRY):
         return UserError(
             f"{name}: cannot reach {url} or the transfer broke off ({err}); check the network or proxy and "
             "run the command again (the partial download is kept and resumes)"
@@ -179,8 +177,6 @@ def _transfer(session: Any, src: dict[str, Any], partial: Path) -> None:
 
 def download(session: Any, src: dict[str, Any], lock: dict[str, Any]) -> bool:
     """Make ``dest`` hold the verified content of ``src``; return whether anything was downloaded."""
-    import requests
-
     dest = Path(src["dest"])
     if dest.is_file():
         got = digests(dest)
@@ -200,7 +196,7 @@ def download(session: Any, src: dict[str, Any], lock: dict[str, Any]) -> bool:
             break
         except (requests.exceptions.RequestException, OSError) as err:
             if (
-                not isinstance(err, _retryable())
+                not isinstance(err, RETRY)
                 or isinstance(err, requests.exceptions.ProxyError)
                 or attempt == ATTEMPTS
             ):
@@ -238,7 +234,7 @@ def extract(src: dict[str, Any]) -> bool:
         top = {Path(m.filename).parts[0] for m in members}
         strip = top == {place.name}  # the archive holds one folder named like the target: unpack its content
         files = [(m, Path(*Path(m.filename).parts[strip:])) for m in members if not m.is_dir()]
-        if place.is_dir() and all(
+        if place.is_dir() and all(  # extracted before: every member there with its size
             (place / rel).is_file() and (place / rel).stat().st_size == m.file_size for m, rel in files
         ):
             return False
@@ -387,8 +383,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    import requests
-
     from rsckd.config import load_params, require_inputs
     from rsckd.data.icbhi import DATA_DEFAULTS, read_dataset
     from rsckd.data.summary import format_summary, summarize
