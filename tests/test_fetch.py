@@ -273,6 +273,7 @@ def test_proxy_failure_names_the_proxy_settings(workdir, server, capsys, monkeyp
     assert server.log == []
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # raised inside dvc
 def test_dvc_imports_record_each_url_source(workdir, server, capsys):
     for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
         subprocess.run(cmd, check=True)

@@ -12,13 +12,13 @@ is a ``dvc import-url`` (frozen, as DVC does for imports): ``dvc update`` re-imp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import hashlib
 import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import zipfile
 from collections.abc import Callable
@@ -331,24 +331,22 @@ def snapshot(src: dict[str, Any], lock: dict[str, Any], fetch_hub: Callable[...,
     return True
 
 
-def track(src: dict[str, Any]) -> None:
-    """Register a URL download with DVC (``dvc import-url --no-download`` + ``dvc commit``) once."""
+def track(repo: Any, src: dict[str, Any]) -> None:
+    """Register a URL download with DVC once: ``dvc import-url --no-download``, then ``dvc commit``."""
+    from dvc.exceptions import DvcException
+
     dest = Path(src["dest"])
     if Path(f"{dest}.dvc").is_file():
         return
     aside = dest.with_name(f".{dest.name}.tracking")
     os.replace(dest, aside)  # import-url --force removes an existing output
     try:
-        _dvc("import-url", "--no-download", "--force", src["url"], str(dest))
+        repo.imp_url(src["url"], out=str(dest), no_download=True, force=True)
+    except DvcException as err:
+        raise UserError(f"{src['name']}: dvc import-url {src['url']} failed ({err})") from None
     finally:
         os.replace(aside, dest)
-    _dvc("commit", "--force", f"{dest}.dvc")
-
-
-def _dvc(*args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "dvc", *args, "--quiet"], capture_output=True, text=True)
-    if done.returncode:
-        raise UserError(f"dvc {args[0]} {args[-1]} failed: {done.stderr.strip() or done.stdout.strip()}")
+    repo.commit(f"{dest}.dvc", force=True)
 
 
 def dry_run(sources: list[dict[str, Any]], lock: dict[str, Any]) -> None:
@@ -394,16 +392,21 @@ def run(args: argparse.Namespace) -> None:
         dry_run(sources, lock)
         return
     params = load_params(args.params)
-    dvc = Path(".dvc").is_dir()
-    with requests.Session() as session:  # honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY
+    with contextlib.ExitStack() as stack:
+        session = stack.enter_context(requests.Session())  # honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY
+        dvc = None
+        if Path(".dvc").is_dir():  # a DVC repository: URL downloads become imports
+            from dvc.repo import Repo
+
+            dvc = stack.enter_context(Repo())
         try:
             for src in sources:
                 if src["kind"] == "hub":
                     fetched = snapshot(src, lock, hub_snapshot)
                 else:
                     fetched = download(session, src, lock)
-                    if dvc:
-                        track(src)
+                    if dvc is not None:
+                        track(dvc, src)
                     if src["kind"] == "zip":
                         fetched = extract(src) or fetched
                     else:
