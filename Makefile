@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: repro test lint paper parallel bench-features bench-train
+.PHONY: repro test lint paper paper-inputs parallel bench-features bench-train
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ lint: $(STAMP)
 paper:  ## switch params.yaml to the paper profile (commit it on its own branch)
 	cp configs/paper.yaml params.yaml
 	rsckd check-params --inputs
+
+paper-inputs: $(STAMP)  ## download the paper profile's inputs (pinned, verified, DVC-tracked); the only online step
+	env -u HF_HUB_OFFLINE -u TRANSFORMERS_OFFLINE rsckd fetch
 
 parallel: $(STAMP)  ## SLOTS=4 GPUS=0,1 make parallel
 	rsckd parallel --slots $(or $(SLOTS),2) $(if $(GPUS),--gpus $(GPUS))

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-clap": ("rsckd.models.clap_convert", "convert an original LAION-CLAP checkpoint"),
     "check-params": ("rsckd.config", "validate a params file"),
     "parallel": ("rsckd.parallel", "run stale DVC stage items in parallel slots, layer by layer"),
+    "fetch": ("rsckd.fetch", "download the paper profile's inputs (ICBHI, pretrained weights), pinned"),
 }
 
 

@@ -329,7 +329,10 @@ def missing_inputs(params: dict[str, Any]) -> list[str]:
 def require_inputs(params: dict[str, Any]) -> None:
     problems = missing_inputs(params)
     if problems:
-        raise UserError("the profile needs files that are not here:\n  - " + "\n  - ".join(problems))
+        raise UserError(
+            "the profile needs files that are not here (for the paper profile, `make paper-inputs` or "
+            "`rsckd fetch` downloads them all, pinned):\n  - " + "\n  - ".join(problems)
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
