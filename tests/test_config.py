@@ -8,7 +8,7 @@ import yaml
 
 from params_edit import DELETE, set_key
 from rsckd.cli import main
-from rsckd.config import load_params, missing_inputs, validate
+from rsckd.config import load_params, missing_inputs, validate, write_inputs
 from rsckd.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,3 +94,29 @@ def test_missing_and_malformed_params_files(tmp_path):
     bad.write_text("teacher: [unclosed\n")
     with pytest.raises(UserError, match="bad.yaml: not valid YAML"):
         load_params(bad)
+
+
+def test_inputs_stage_digests_each_architectures_weights(tmp_path):
+    """Replacing one architecture's weights changes only that architecture's inputs file (its stages' dep)."""
+    params = copy.deepcopy(DEFAULT)
+    weights = tmp_path / "pretrained"
+    (weights / "clap").mkdir(parents=True)
+    (weights / "clap" / "model.safetensors").write_bytes(b"clap")
+    (weights / "clap" / ".cache").mkdir()
+    (weights / "clap" / ".cache" / "download.lock").write_text("bookkeeping")
+    (weights / "cnn6.pth").write_bytes(b"cnn6 v1")
+    params["models"]["bts"]["pretrained"] = str(weights / "clap")
+    params["models"]["cnn6"]["pretrained"] = str(weights / "cnn6.pth")
+
+    def written() -> dict[str, bytes]:
+        write_inputs(params, str(tmp_path / "inputs"))
+        return {p.name: p.read_bytes() for p in sorted((tmp_path / "inputs").iterdir())}
+
+    before = written()
+    assert sorted(before) == sorted(["data.json", *(f"{arch}.json" for arch in params["models"])])
+    assert yaml.safe_load(before["resnet18.json"]) == {"pretrained": None, "sha256": None}
+    (weights / "clap" / ".cache" / "download.lock").write_text("other bookkeeping")
+    assert written() == before
+    (weights / "cnn6.pth").write_bytes(b"cnn6 v2")
+    after = written()
+    assert [name for name in before if after[name] != before[name]] == ["cnn6.json"]

@@ -8,6 +8,7 @@ floats so the same numbers always give the same bytes.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -106,6 +107,26 @@ def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """``np.save`` through a temporary name (np.save output is byte-deterministic for equal arrays)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes (read in chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def content_digest(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file, or of a folder's files (relative paths and their sha256, in sorted order; download
+    bookkeeping in ``.cache/`` folders, such as a hub snapshot's, left out)."""
+    root = Path(path)
+    if root.is_file():
+        return file_digest(root)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and ".cache" not in p.relative_to(root).parts)
+    listing = "".join(f"{p.relative_to(root).as_posix()}\t{file_digest(p)}\n" for p in files)
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def scratch_dir(prefix: str) -> Path:

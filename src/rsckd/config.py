@@ -335,12 +335,28 @@ def require_inputs(params: dict[str, Any]) -> None:
         )
 
 
+def write_inputs(params: dict[str, Any], out: str) -> None:
+    """``data.json`` (the data root) and ``<arch>.json`` per architecture: its pretrained weights and their
+    content digest. Each training stage depends on its architecture's file and the inputs stage on
+    models/pretrained/, so replacing one architecture's weights re-runs exactly that architecture's stages."""
+    from rsckd.atomic import atomic_dir, content_digest, write_json
+
+    with atomic_dir(out) as tmp:
+        write_json(tmp / "data.json", {"data_root": params["data"]["root"]})
+        for arch, cfg in params["models"].items():
+            weights = cfg["pretrained"]
+            digest = None if weights is None else content_digest(weights)
+            write_json(tmp / f"{arch}.json", {"pretrained": weights, "sha256": digest})
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="params file to validate")
     parser.add_argument(
         "--inputs", action="store_true", help="also check that data and pretrained weights exist"
     )
-    parser.add_argument("--out", help="write what was checked to this JSON file (the pipeline's first stage)")
+    parser.add_argument(
+        "--out", help="write what was checked into this folder, one JSON file per input (the first stage)"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -348,13 +364,5 @@ def run(args: argparse.Namespace) -> None:
     if args.inputs:
         require_inputs(params)
     if args.out:
-        from rsckd.atomic import write_json
-
-        write_json(
-            args.out,
-            {
-                "data_root": params["data"]["root"],
-                "pretrained": {arch: cfg["pretrained"] for arch, cfg in params["models"].items()},
-            },
-        )
+        write_inputs(params, args.out)
     print(f"{args.params}: ok ({len(params['teacher']['seeds'])} teachers, k in {params['distill']['ks']})")

@@ -22,15 +22,6 @@ from rsckd.errors import warn
 CHECKPOINT = "checkpoint.pt"
 
 
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's bytes (read in chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def resume_dir(identity: dict[str, Any]) -> Path:
     key = hashlib.sha256(json_bytes(identity, digits=12)).hexdigest()[:32]
     return Path(os.environ.get("RSCKD_RESUME_DIR", ".cache/resume")) / key

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from rsckd.atomic import write_json
+from rsckd.atomic import file_digest, write_json
 from rsckd.config import ABLATIONS, ARCHS, load_params
 from rsckd.errors import UserError
 from rsckd.training.artifacts import run_config, write_run
 from rsckd.training.loop import RunData, pick_device, seed_everything, train
-from rsckd.training.resume import Checkpoints, file_digest, resume_dir
+from rsckd.training.resume import Checkpoints, resume_dir
 from rsckd.training.targets import NEEDS_SOFT_FILE, TARGETS, Targets, load_soft_logits, resolve_ablation
 
 TEXT_ARCHS = ("bts",)
