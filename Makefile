@@ -9,12 +9,21 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: repro test lint paper paper-inputs parallel bench-features bench-train
+LOCKER := .cache/pip-tools
 
-$(STAMP): pyproject.toml
+.PHONY: repro test lint lock paper paper-inputs parallel bench-features bench-train bench-kernels
+
+# every package at the exact version and hash of requirements.lock, then the project itself without resolving
+$(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,dvc]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+lock:  ## refresh requirements.lock: the newest versions pyproject.toml's ranges allow, with their hashes
+	test -x $(LOCKER)/bin/pip-compile || ($(PYTHON) -m venv $(LOCKER) && $(LOCKER)/bin/pip install --quiet pip-tools)
+	$(LOCKER)/bin/pip-compile --upgrade --generate-hashes --allow-unsafe --strip-extras --extra dev \
+		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
 repro: $(STAMP)
 	dvc repro
@@ -41,3 +50,6 @@ bench-features: $(STAMP)
 
 bench-train: $(STAMP)
 	python benchmarks/train_throughput.py
+
+bench-kernels: $(STAMP)  ## after make repro: what runtime.cpu_kernels: portable costs per architecture
+	python benchmarks/cpu_kernels.py
