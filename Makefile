@@ -1,5 +1,5 @@
 # Two commands set up and run everything on a fresh machine:
-#   make repro   - create the virtual environment if missing, then run the whole DVC pipeline
+#   make repro   - create the virtual environment if missing, then run the whole DVC pipeline (2 slots)
 #   make test    - create the virtual environment if missing, then run the test suite
 PYTHON ?= python3
 VENV := .venv
@@ -25,8 +25,8 @@ lock:  ## refresh requirements.lock: the newest versions pyproject.toml's ranges
 	$(LOCKER)/bin/pip-compile --upgrade --generate-hashes --allow-unsafe --strip-extras --extra dev \
 		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
-repro: $(STAMP)
-	dvc repro
+repro: $(STAMP)  ## the whole DAG, two stage items at a time (a final plain `dvc repro` finds nothing left)
+	rsckd parallel --slots 2
 
 test: $(STAMP)
 	pytest
