@@ -1,8 +1,9 @@
 """``rsckd fetch``: download every input of the paper profile from pinned sources, verified, then check them.
 
 The sources (``configs/paper-inputs.yaml``) pin each download by URL + checksum or by hub repository + commit.
-A checksum not known in advance is recorded in the lock file next to the sources at the first download and
-checked ever after, so a second machine gets the same bytes or a clear error. Downloads go to a ``.partial``
+A checksum not known in advance is recorded in the lock file next to the sources once a source's whole step
+succeeded (download, verification, extraction or placing, DVC registration) and checked ever after, so a
+second machine gets the same bytes or a clear error. Downloads go to a ``.partial``
 file beside the destination (resumed with an HTTP Range request after an interruption) and are renamed into
 place only once verified: the pipeline never reads a half-written file. In a DVC repository every URL download
 is a ``dvc import-url`` (frozen, as DVC does for imports): ``dvc update`` re-imports a changed source and
@@ -179,7 +180,7 @@ def _transfer(session: Any, src: dict[str, Any], partial: Path) -> None:
             if resp.headers.get("Content-Encoding", "identity") != "identity":
                 raise UserError(
                     f"{src['name']}: {src['url']} sent {resp.headers['Content-Encoding']}-encoded content "
-                    "although none was asked for; download it by hand to the destination, then run again"
+                    f"although none was asked for; download it by hand to {src['dest']}, then run again"
                 )
             if resp.status_code == 206 and (span is None or span["start"] != str(offset)):
                 if not offset:
@@ -358,8 +359,8 @@ def hub_snapshot(repo: str, revision: str | None, local_dir: Path, allow: list[s
     except (HfHubHTTPError, EntryNotFoundError, httpx.HTTPError, ConnectionError) as err:
         raise UserError(
             f"{repo}@{revision or 'main'}: the hub download failed ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}); check the network, the proxy (HTTPS_PROXY) "
-            "and that the repository and commit exist, then run again (it resumes)"
+            f"{' '.join(str(err).split())}); check the network, the proxy (HTTPS_PROXY) and that the "
+            "repository and commit exist, then run again (it resumes)"
         ) from None
     return commit
 
