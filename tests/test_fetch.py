@@ -482,3 +482,9 @@ def test_hub_already_imported_offline_is_a_clear_error(monkeypatch):
     with pytest.raises(UserError, match="already imported in offline mode"):
         fetch.go_online()
     assert "HF_HUB_OFFLINE" not in os.environ and "TRANSFORMERS_OFFLINE" not in os.environ
+
+
+def test_dot_member_is_no_file_and_does_not_break_the_top_folder():
+    src = {"name": "icbhi-database", "dest": "x.zip", "place": "data/raw/ICBHI/ICBHI_final_database"}
+    with zipfile.ZipFile(io.BytesIO(_zip({"./": b"", "ICBHI_final_database/a.wav": b"x"}))) as zf:
+        assert [rel.as_posix() for _, rel in fetch._members(zf, src)] == ["a.wav"]
