@@ -40,7 +40,7 @@ paper:  ## switch params.yaml to the paper profile (commit it on its own branch)
 	rsckd check-params --inputs
 
 paper-inputs: $(STAMP)  ## download the paper profile's inputs (pinned, verified, DVC-tracked); the only online step
-	env -u HF_HUB_OFFLINE -u TRANSFORMERS_OFFLINE rsckd fetch
+	rsckd fetch
 
 parallel: $(STAMP)  ## SLOTS=4 GPUS=0,1 make parallel
 	rsckd parallel --slots $(or $(SLOTS),2) $(if $(GPUS),--gpus $(GPUS))

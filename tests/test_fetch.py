@@ -1,15 +1,21 @@
 """``rsckd fetch`` against a local HTTP server started by the test: nothing here reaches the internet.
 
 The server serves a tiny ICBHI-layout zip, the ICBHI text files, a .pth and two weight files, and a fake hub
-snapshot (plain files behind the fetch module's hub function). It honours Range requests, logs every request,
-and can cut a transfer short once or answer with an HTTP error.
+snapshot (plain files behind the fetch module's hub function). It honours Range requests (416 past the end),
+logs every request, and can cut a transfer short once, answer with an HTTP error, answer a Range request from
+the wrong offset, or gzip its answers to clients that accept gzip.
 """
 
 from __future__ import annotations
 
+import errno
+import gzip
 import hashlib
 import io
+import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -26,6 +32,7 @@ import yaml
 import rsckd.fetch as fetch
 from icbhi_fixtures import RECORDINGS, make_icbhi
 from rsckd.cli import main
+from rsckd.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ROOT / "configs/paper-inputs.yaml"
@@ -33,12 +40,16 @@ HUB_FILES = {"config.json": b'{"model_type": "fake"}', "model.safetensors": b"we
 
 
 class Server:
-    """Files by URL path; ``cut`` paths send half their body once, ``fail`` paths answer with a status."""
+    """Files by URL path; ``cut`` paths send half their body once, ``fail`` paths answer with a status,
+    ``from_zero`` paths answer a Range request with the whole body as a 206, ``gzip`` compresses every answer
+    to a client that accepts it (as many web servers do)."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.cut: set[str] = set()
         self.fail: dict[str, int] = {}
+        self.from_zero: set[str] = set()
+        self.gzip = False
         self.log: list[tuple[str, str | None]] = []
         server = self
 
@@ -57,9 +68,20 @@ class Server:
                     return
                 body = server.files[path]
                 start = int(rng.removeprefix("bytes=").rstrip("-")) if rng else 0
+                if path in server.from_zero:
+                    start = 0
+                if start >= len(body):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(body)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(206 if rng else 200)
                 if rng:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                if server.gzip and "gzip" in self.headers.get("Accept-Encoding", ""):
+                    body, start = gzip.compress(body[start:]), 0
+                    self.send_header("Content-Encoding", "gzip")
                 self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
                 if path in server.cut:
@@ -77,12 +99,18 @@ class Server:
         return [path for path, _ in self.log]
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
+def _zip(members: dict[str | zipfile.ZipInfo, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, data in members.items():
             zf.writestr(name, data)
     return buf.getvalue()
+
+
+def _symlink(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
 
 
 @pytest.fixture
@@ -126,6 +154,18 @@ def workdir(tmp_path, monkeypatch, server):
         src.pop("md5", None)
     (work / "configs/paper-inputs.yaml").write_text(yaml.safe_dump(sources, sort_keys=False))
     monkeypatch.chdir(work)
+    # nothing leaves this machine: no DVC analytics, no proxy between the client and the local server
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
+    # the command lifts the hub's offline switches for its process: restore them after the test; another test
+    # module may have imported huggingface_hub offline, which the fake hub below does not need
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.setenv(var, "1")
+    if "huggingface_hub.constants" in sys.modules:
+        monkeypatch.setattr(sys.modules["huggingface_hub.constants"], "HF_HUB_OFFLINE", False)
 
     calls = []
 
@@ -153,6 +193,11 @@ def _edit_sources(edit) -> None:
     for src in sources["sources"]:
         edit(src)
     path.write_text(yaml.safe_dump(sources, sort_keys=False))
+
+
+def _locked() -> dict:
+    lock = Path("configs/paper-inputs.lock.json")
+    return json.loads(lock.read_text()) if lock.exists() else {}
 
 
 def _one_error(err: str) -> str:
@@ -286,3 +331,160 @@ def test_dvc_imports_record_each_url_source(workdir, server, capsys):
     assert len(list(Path("data/downloads").glob("*.dvc"))) == 8
     status = subprocess.run([sys.executable, "-m", "dvc", "status", "-q"], capture_output=True)
     assert status.returncode == 0
+
+
+@pytest.mark.parametrize(
+    "member",
+    ["ICBHI_final_database/../metadata.txt", "/tmp/evil.txt", _symlink("ICBHI_final_database/link")],
+    ids=["dotdot-under-top-folder", "absolute", "symlink"],
+)
+def test_zip_member_that_could_write_elsewhere_refuses_the_archive(workdir, server, capsys, member):
+    name = member.filename if isinstance(member, zipfile.ZipInfo) else member
+    server.files["/ICBHI_final_database.zip"] = _zip({"ICBHI_final_database/a.txt": b"x", member: b"evil"})
+    rc, _, err = _fetch(capsys)
+    line = _one_error(err)
+    assert rc == 2 and "icbhi-database" in line and "outside" in line and repr(name) in line
+    assert not Path("data/raw/ICBHI/metadata.txt").exists()  # where the stripped '..' member would land
+    assert not Path("data/raw/ICBHI/ICBHI_final_database").exists()
+    assert not Path("/tmp/evil.txt").exists() or Path("/tmp/evil.txt").read_bytes() != b"evil"
+
+
+def test_gzip_answering_server_gets_the_plain_bytes(workdir, server, capsys):
+    server.gzip = True
+    server.cut.add("/Cnn6_mAP=0.343.pth")  # the resume offset must count the file's bytes
+    rc, _, err = _fetch(capsys)
+    assert rc == 0, err
+    assert Path("models/pretrained/Cnn6_mAP=0.343.pth").read_bytes() == server.files["/Cnn6_mAP=0.343.pth"]
+    assert (
+        Path("data/downloads/ICBHI_final_database.zip").read_bytes()
+        == (server.files["/ICBHI_final_database.zip"])
+    )
+
+
+def test_a_web_page_instead_of_the_zip_is_one_error_and_not_recorded(workdir, server, capsys):
+    archive = server.files["/ICBHI_final_database.zip"]
+    server.files["/ICBHI_final_database.zip"] = b"<html>please log in</html>"
+    rc, _, err = _fetch(capsys)
+    line = _one_error(err)
+    assert rc == 2 and "icbhi-database" in line and "not a valid zip" in line
+    assert "data/downloads/ICBHI_final_database.zip" in line and "delete it" in line
+    assert "icbhi-database" not in _locked()
+    assert not Path("data/raw/ICBHI/ICBHI_final_database").exists()
+
+    Path("data/downloads/ICBHI_final_database.zip").unlink()  # as the message says
+    server.files["/ICBHI_final_database.zip"] = archive
+    server.log.clear()
+    rc, out, err = _fetch(capsys)
+    assert rc == 0, err
+    assert ("/ICBHI_final_database.zip", None) in server.log and "icbhi-database: fetched" in out
+
+
+def test_extracted_tree_is_checked_by_content_not_size(workdir, server, capsys):
+    assert _fetch(capsys)[0] == 0
+    wav = sorted(Path("data/raw/ICBHI/ICBHI_final_database").glob("*.wav"))[0]
+    original = wav.read_bytes()
+    wav.write_bytes(bytes(len(original)))  # same size, other bytes
+    stale = Path("data/raw/ICBHI/.ICBHI_final_database.extracting")
+    (stale / "junk").mkdir(parents=True)  # left by a crashed run
+    rc, out, err = _fetch(capsys)
+    assert rc == 0, err
+    assert "icbhi-database: fetched" in out and wav.read_bytes() == original
+    assert not stale.exists()
+
+
+def test_complete_partial_answered_with_416_is_kept(workdir, server, capsys):
+    body = server.files["/Cnn6_mAP=0.343.pth"]
+    Path("data/downloads").mkdir(parents=True)
+    Path("data/downloads/.Cnn6_mAP=0.343.pth.partial").write_bytes(body)
+    rc, _, err = _fetch(capsys)
+    assert rc == 0, err
+    assert [rng for path, rng in server.log if path == "/Cnn6_mAP=0.343.pth"] == [f"bytes={len(body)}-"]
+    assert Path("models/pretrained/Cnn6_mAP=0.343.pth").read_bytes() == body
+
+
+def test_answer_from_another_offset_restarts_the_download(workdir, server, capsys):
+    body = server.files["/Cnn6_mAP=0.343.pth"]
+    server.from_zero.add("/Cnn6_mAP=0.343.pth")
+    Path("data/downloads").mkdir(parents=True)
+    Path("data/downloads/.Cnn6_mAP=0.343.pth.partial").write_bytes(body[:100])
+    rc, _, err = _fetch(capsys)
+    assert rc == 0, err
+    assert [rng for path, rng in server.log if path == "/Cnn6_mAP=0.343.pth"] == ["bytes=100-", None]
+    assert Path("models/pretrained/Cnn6_mAP=0.343.pth").read_bytes() == body
+
+
+def test_disk_full_while_extracting_names_the_source_and_leaves_nothing(workdir, server, capsys, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fetch.shutil, "copyfileobj", full)
+    rc, _, err = _fetch(capsys)
+    line = _one_error(err)
+    assert rc == 2 and "icbhi-database: disk full" in line and "free space" in line
+    assert list(Path("data/raw/ICBHI").iterdir()) == []  # no staging folder, no half-extracted tree
+    assert "icbhi-database" not in _locked()
+
+
+def test_permission_denied_while_placing_names_the_source(workdir, server, capsys, monkeypatch):
+    def denied(src, dst, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dst))
+
+    monkeypatch.setattr(fetch.os, "link", denied)
+    monkeypatch.setattr(fetch.shutil, "copyfile", denied)
+    rc, _, err = _fetch(capsys)
+    line = _one_error(err)
+    assert rc == 2 and "icbhi-split: no permission to write data/raw/ICBHI/" in line
+    assert "fix the permissions" in line
+    assert not [p for p in Path("data/raw/ICBHI").iterdir() if p.name != "ICBHI_final_database"]
+    assert "icbhi-split" not in _locked()
+
+
+def test_dvc_failure_is_one_line_naming_the_source():
+    src = {"name": "resnet18", "kind": "url", "url": "http://x/y", "dest": "data/downloads/y"}
+    error = fetch._describe(fetch.DvcException("output is already tracked"), src)
+    assert str(error).startswith("resnet18: DVC could not register data/downloads/y (output is already")
+
+
+def test_a_different_file_where_the_pipeline_reads_is_not_replaced(workdir, server, capsys):
+    mine = Path("data/raw/ICBHI/ICBHI_challenge_train_test.txt")
+    mine.parent.mkdir(parents=True)
+    mine.write_text("my own split\n")
+    rc, _, err = _fetch(capsys)
+    line = _one_error(err)
+    assert rc == 2 and "icbhi-split" in line and "already exists and differs" in line and str(mine) in line
+    assert mine.read_text() == "my own split\n"
+
+
+def test_hub_source_with_a_checksum_is_refused(tmp_path):
+    sources = yaml.safe_load(SOURCES.read_text())
+    next(s for s in sources["sources"] if s["kind"] == "hub")["sha256"] = "0" * 64
+    path = tmp_path / "paper-inputs.yaml"
+    path.write_text(yaml.safe_dump(sources))
+    with pytest.raises(UserError, match=r"\(hub\): missing keys \[\], unknown keys \['sha256'\]"):
+        fetch.load_sources(path)
+
+
+def test_fetch_lifts_both_offline_switches_before_the_hub_is_imported():
+    code = (
+        "import rsckd.fetch as fetch; fetch.go_online(); "
+        "import huggingface_hub.constants as c; print(c.HF_HUB_OFFLINE)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_hub_already_imported_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "huggingface_hub.constants", SimpleNamespace(HF_HUB_OFFLINE=True))
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.setenv(var, "1")
+    with pytest.raises(UserError, match="already imported in offline mode"):
+        fetch.go_online()
+    assert "HF_HUB_OFFLINE" not in os.environ and "TRANSFORMERS_OFFLINE" not in os.environ
+
+
+def test_dot_member_is_no_file_and_does_not_break_the_top_folder():
+    src = {"name": "icbhi-database", "dest": "x.zip", "place": "data/raw/ICBHI/ICBHI_final_database"}
+    with zipfile.ZipFile(io.BytesIO(_zip({"./": b"", "ICBHI_final_database/a.wav": b"x"}))) as zf:
+        assert [rel.as_posix() for _, rel in fetch._members(zf, src)] == ["a.wav"]

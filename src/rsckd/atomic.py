@@ -36,16 +36,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         if tmp.is_dir():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            if path.exists():
-                os.replace(path, old)
-            try:
-                os.replace(tmp, path)
-            except BaseException:
-                if old.exists():  # put the previous output back: a failed swap must not lose it
-                    os.replace(old, path)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
+            replace_dir(tmp, path)
         else:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
@@ -55,6 +46,21 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def replace_dir(staged: Path, path: Path) -> None:
+    """Swap the finished folder ``staged`` in for ``path``. Folders cannot be renamed over each other, so the
+    previous ``path`` is moved aside first and put back if the second rename fails."""
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if path.exists():
+        os.replace(path, old)
+    try:
+        os.replace(staged, path)
+    except BaseException:
+        if old.exists():
+            os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

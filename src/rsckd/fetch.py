@@ -1,8 +1,9 @@
 """``rsckd fetch``: download every input of the paper profile from pinned sources, verified, then check them.
 
 The sources (``configs/paper-inputs.yaml``) pin each download by URL + checksum or by hub repository + commit.
-A checksum not known in advance is recorded in the lock file next to the sources at the first download and
-checked ever after, so a second machine gets the same bytes or a clear error. Downloads go to a ``.partial``
+A checksum not known in advance is recorded in the lock file next to the sources once a source's whole step
+succeeded (download, verification, extraction or placing, DVC registration) and checked ever after, so a
+second machine gets the same bytes or a clear error. Downloads go to a ``.partial``
 file beside the destination (resumed with an HTTP Range request after an interruption) and are renamed into
 place only once verified: the pipeline never reads a half-written file. In a DVC repository every URL download
 is a ``dvc import-url`` (frozen, as DVC does for imports): ``dvc update`` re-imports a changed source and
@@ -19,27 +20,30 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 import zipfile
-from collections.abc import Callable
-from pathlib import Path
+import zlib
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import requests
 import yaml
+from dvc.exceptions import DvcException
 
-from rsckd.atomic import write_json
+from rsckd.atomic import atomic_path, content_digest, file_digest, replace_dir, write_json
 from rsckd.errors import UserError
 
 SOURCES = "configs/paper-inputs.yaml"
 PARAMS = "configs/paper.yaml"
+FILE_KEYS = ({"name", "kind", "url", "dest", "place"}, {"sha256", "md5"})  # required, optional
 KEYS = {
-    "url": {"name", "kind", "url", "dest", "place"},
-    "zip": {"name", "kind", "url", "dest", "place"},
-    "hub": {"name", "kind", "repo", "revision", "dest", "allow", "require"},
+    "url": FILE_KEYS,
+    "zip": FILE_KEYS,
+    "hub": ({"name", "kind", "repo", "revision", "dest", "allow", "require"}, set()),
 }
-OPTIONAL = {"sha256", "md5"}
 COMMIT = re.compile(r"[0-9a-f]{40}")
+CONTENT_RANGE = re.compile(r"bytes (?:(?P<start>\d+)-\d+|\*)/(?P<size>\d+|\*)")
 CHUNK = 1 << 16  # a broken transfer loses at most one chunk
 ATTEMPTS = 3  # per file; each attempt resumes where the previous one stopped
 TIMEOUT = (30, 120)  # connect, read (seconds)
@@ -50,6 +54,8 @@ RETRY = (
     requests.exceptions.Timeout,
     ConnectionError,
 )
+# what a broken zip raises while it is listed or read
+BAD_ZIP = (zipfile.BadZipFile, zlib.error, EOFError)
 
 
 def load_sources(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -72,8 +78,9 @@ def load_sources(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         kind = src.get("kind") if isinstance(src, dict) else None
         if kind not in KEYS:
             raise UserError(f"{where}: kind must be one of {', '.join(KEYS)}, got {kind!r}")
-        missing = sorted(KEYS[kind] - set(src))
-        unknown = sorted(set(src) - KEYS[kind] - OPTIONAL)
+        required, optional = KEYS[kind]
+        missing = sorted(required - set(src))
+        unknown = sorted(set(src) - required - optional)
         if missing or unknown:
             raise UserError(f"{where} ({kind}): missing keys {missing}, unknown keys {unknown}")
         if src["name"] in names:
@@ -98,27 +105,30 @@ def load_lock(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: not valid JSON ({err}); restore it from git") from None
 
 
-def digests(path: Path) -> dict[str, str]:
-    sha, md5 = hashlib.sha256(), hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            sha.update(block)
-            md5.update(block)
-    return {"sha256": sha.hexdigest(), "md5": md5.hexdigest()}
+def _repin(sources: Path) -> str:
+    return (
+        f"if the source changed upstream, update its pin in {sources} (or, for a recorded one, delete its "
+        f"entry in {lock_path(sources)})"
+    )
 
 
-def _mismatch(src: dict[str, Any], lock: dict[str, Any], got: dict[str, str]) -> str | None:
-    """Which pinned checksum ``got`` contradicts (sources first, then the lock), or None."""
-    for algo in ("sha256", "md5"):
-        want = src.get(algo) or lock.get(src["name"], {}).get(algo)
+def _check(path: Path, src: dict[str, Any], entry: dict[str, Any]) -> tuple[str, str | None]:
+    """The sha256 of ``path`` and the pin it contradicts (the sources' sha256/md5, else the lock's sha256)."""
+    got = {"sha256": file_digest(path)}
+    pins = {"sha256": src.get("sha256") or entry.get("sha256"), "md5": src.get("md5")}
+    if pins["md5"]:
+        with open(path, "rb") as f:
+            got["md5"] = hashlib.file_digest(f, "md5").hexdigest()
+    for algo, want in pins.items():
         if want and want != got[algo]:
-            return f"{algo} {got[algo]}, expected {want}"
-    return None
+            return got["sha256"], f"{algo} {got[algo]}, expected {want}"
+    return got["sha256"], None
 
 
-def _describe(err: BaseException, src: dict[str, Any], partial: Path) -> UserError:
-    """One line naming the source and what to do, for every way a transfer can fail."""
+def _describe(err: BaseException, src: dict[str, Any]) -> UserError:
+    """One line naming the source and what to do, for every way fetching it can fail outside our checks."""
     name, url = src["name"], src.get("url") or src.get("repo")
+    path = getattr(err, "filename", None) or src.get("place") or src["dest"]
     if isinstance(err, requests.exceptions.ProxyError):
         return UserError(
             f"{name}: the proxy refused or failed ({err}); check HTTPS_PROXY / HTTP_PROXY / NO_PROXY"
@@ -133,60 +143,85 @@ def _describe(err: BaseException, src: dict[str, Any], partial: Path) -> UserErr
             f"{name}: cannot reach {url} or the transfer broke off ({err}); check the network or proxy and "
             "run the command again (the partial download is kept and resumes)"
         )
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+    if isinstance(err, DvcException):
         return UserError(
-            f"{name}: disk full while writing {err.filename or partial}; free space and run again "
-            "(it resumes)"
+            f"{name}: DVC could not register {src['dest']} ({err}); check `dvc status` and run again"
         )
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return UserError(f"{name}: disk full while writing {path}; free space and run again")
     if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return UserError(
-            f"{name}: no permission to write {err.filename or partial}; fix the folder's permissions"
+            f"{name}: no permission to write {path}; fix the permissions of {path} (or its folder) "
+            "and run again"
         )
-    if isinstance(err, OSError):
-        return UserError(f"{name}: {err.strerror or err} ({err.filename or partial})")
-    return UserError(f"{name}: {err}")
+    return UserError(f"{name}: {getattr(err, 'strerror', None) or err} ({path}); check it and run again")
 
 
 def _transfer(session: Any, src: dict[str, Any], partial: Path) -> None:
-    """Append the rest of ``src`` to ``partial`` (Range request when a part is there), with a progress bar."""
+    """Append the rest of ``src`` to ``partial``, with a progress bar.
+
+    A part is resumed with a Range request; an answer starting elsewhere starts the file over, and a 416
+    giving the part's own size means it is complete (verification decides). The body is asked for unencoded:
+    a gzip answer would make Content-Length and resume offsets count other bytes than the file's.
+    """
     from tqdm import tqdm
 
-    offset = partial.stat().st_size if partial.exists() else 0
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
-    with session.get(src["url"], stream=True, headers=headers, timeout=TIMEOUT) as resp:
-        if resp.status_code == 416:  # the part is already complete (or longer than the file): start over
-            partial.unlink()
-            return _transfer(session, src, partial)
-        resp.raise_for_status()
-        if offset and resp.status_code != 206:  # the server ignores Range: the body is the whole file
-            offset = 0
-        size = resp.headers.get("Content-Length")
-        total = offset + int(size) if size is not None else None
-        with (
-            open(partial, "ab" if offset else "wb") as f,
-            tqdm(
-                total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=src["name"]
-            ) as bar,
-        ):
-            for block in resp.iter_content(CHUNK):
-                f.write(block)
-                bar.update(len(block))
-    if total is not None and partial.stat().st_size != total:
-        raise ConnectionError(f"transfer stopped at {partial.stat().st_size} of {total} bytes")
+    while True:
+        offset = partial.stat().st_size if partial.exists() else 0
+        headers = {"Accept-Encoding": "identity"} | ({"Range": f"bytes={offset}-"} if offset else {})
+        with session.get(src["url"], stream=True, headers=headers, timeout=TIMEOUT) as resp:
+            span = CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
+            if offset and resp.status_code == 416:
+                if span and span["start"] is None and span["size"] == str(offset):
+                    return
+                partial.unlink()
+                continue
+            resp.raise_for_status()
+            if resp.headers.get("Content-Encoding", "identity") != "identity":
+                raise UserError(
+                    f"{src['name']}: {src['url']} sent {resp.headers['Content-Encoding']}-encoded content "
+                    f"although none was asked for; download it by hand to {src['dest']}, then run again"
+                )
+            if resp.status_code == 206 and (span is None or span["start"] != str(offset)):
+                if not offset:
+                    raise UserError(f"{src['name']}: {src['url']} answered a part to a whole-file request")
+                partial.unlink()  # not the part that follows ours
+                continue
+            resumed = resp.status_code == 206
+            size = resp.headers.get("Content-Length")
+            if span and span["size"] != "*":
+                total = int(span["size"])
+            else:
+                total = (offset if resumed else 0) + int(size) if size is not None else None
+            with (
+                open(partial, "ab" if resumed else "wb") as f,
+                tqdm(
+                    total=total,
+                    initial=offset if resumed else 0,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=src["name"],
+                ) as bar,
+            ):
+                for block in resp.iter_content(CHUNK):
+                    f.write(block)
+                    bar.update(len(block))
+        if total is not None and partial.stat().st_size != total:
+            raise ConnectionError(f"transfer stopped at {partial.stat().st_size} of {total} bytes")
+        return
 
 
-def download(session: Any, src: dict[str, Any], lock: dict[str, Any]) -> bool:
-    """Make ``dest`` hold the verified content of ``src``; return whether anything was downloaded."""
+def download(session: Any, src: dict[str, Any], entry: dict[str, Any], sources: Path) -> tuple[bool, str]:
+    """Make ``dest`` hold the verified content of ``src``; return whether it was downloaded, its sha256."""
     dest = Path(src["dest"])
     if dest.is_file():
-        got = digests(dest)
-        problem = _mismatch(src, lock, got)
+        sha256, problem = _check(dest, src, entry)
         if problem is None:
-            lock.setdefault(src["name"], {}).setdefault("sha256", got["sha256"])
-            return False
+            return False, sha256
         raise UserError(
-            f"{src['name']}: {dest} does not match its pinned checksum ({problem}); "
-            "delete it to download again"
+            f"{src['name']}: {dest} does not match its pinned checksum ({problem}); {_repin(sources)}; "
+            "if the file is a corrupt download, delete it and run again"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(f".{dest.name}.partial")
@@ -194,147 +229,172 @@ def download(session: Any, src: dict[str, Any], lock: dict[str, Any]) -> bool:
         try:
             _transfer(session, src, partial)
             break
-        except (requests.exceptions.RequestException, OSError) as err:
-            if (
-                not isinstance(err, RETRY)
-                or isinstance(err, requests.exceptions.ProxyError)
-                or attempt == ATTEMPTS
-            ):
-                raise _describe(err, src, partial) from None
+        except RETRY as err:
+            if isinstance(err, requests.exceptions.ProxyError) or attempt == ATTEMPTS:
+                raise
             print(f"{src['name']}: transfer interrupted ({err}); resuming", file=sys.stderr)
-    got = digests(partial)
-    problem = _mismatch(src, lock, got)
+    sha256, problem = _check(partial, src, entry)
     if problem is not None:
         partial.unlink()
         raise UserError(
-            f"{src['name']}: checksum mismatch for {src['url']} ({problem}); the download was discarded. Run "
-            "again; if the source changed on purpose, update its checksum in the sources/lock file"
+            f"{src['name']}: checksum mismatch for {src['url']} ({problem}); the download was discarded. "
+            f"Run again; {_repin(sources)}"
         )
     os.replace(partial, dest)
-    lock.setdefault(src["name"], {})["sha256"] = got["sha256"]
-    return True
+    return True, sha256
 
 
-def _inside(root: Path, member: str) -> bool:
-    target = (root / member).resolve()
-    return not os.path.isabs(member) and target.is_relative_to(root.resolve())
+def _members(zf: zipfile.ZipFile, src: dict[str, Any]) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
+    """The archive's files and their paths inside ``place`` (a top folder named like ``place`` stripped).
+
+    Any member that could be written elsewhere (absolute, with a ``..`` part, a symbolic link) refuses the
+    whole archive: checked on the name itself, so it holds whatever folder the extraction happens in.
+    """
+    place = Path(src["place"])
+    members = [(m, PurePosixPath(m.filename)) for m in zf.infolist()]
+    for m, name in members:
+        if name.is_absolute() or ".." in name.parts or stat.S_ISLNK(m.external_attr >> 16):
+            raise UserError(
+                f"{src['name']}: {src['dest']} has a member that could land outside {place} "
+                f"({m.filename!r}); refusing the archive (delete it and check the source)"
+            )
+    strip = int({n.parts[0] for _, n in members if n.parts} == {place.name})
+    return [(m, PurePosixPath(*n.parts[strip:])) for m, n in members if not m.is_dir() and n.parts[strip:]]
+
+
+def _crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def _extracted(place: Path, files: list[tuple[zipfile.ZipInfo, PurePosixPath]]) -> bool:
+    """Whether ``place`` holds exactly the archive's files, each with the CRC-32 the archive gives it."""
+    if not place.is_dir():
+        return False
+    present = sorted(p.relative_to(place).as_posix() for p in place.rglob("*") if not p.is_dir())
+    if present != sorted(rel.as_posix() for _, rel in files):
+        return False
+    return all(_crc32(place / rel) == m.CRC for m, rel in files)
 
 
 def extract(src: dict[str, Any]) -> bool:
-    """Unpack the verified zip into ``place`` as a whole; refuse members that would land outside it."""
+    """Unpack the verified zip into ``place`` as a whole (staged beside it, then swapped in); return whether
+    it was unpacked, i.e. ``place`` did not already hold exactly the archive's files."""
     archive, place = Path(src["dest"]), Path(src["place"])
-    with zipfile.ZipFile(archive) as zf:
-        members = zf.infolist()
-        bad = [m.filename for m in members if not _inside(place, m.filename)]
-        if bad:
-            raise UserError(
-                f"{src['name']}: {archive} has members that would land outside {place} ({bad[0]!r}); "
-                "refusing the archive (delete it and check the source)"
-            )
-        top = {Path(m.filename).parts[0] for m in members}
-        strip = top == {place.name}  # the archive holds one folder named like the target: unpack its content
-        files = [(m, Path(*Path(m.filename).parts[strip:])) for m in members if not m.is_dir()]
-        if place.is_dir() and all(  # extracted before: every member there with its size
-            (place / rel).is_file() and (place / rel).stat().st_size == m.file_size for m, rel in files
-        ):
-            return False
-        tmp = place.with_name(f".{place.name}.extracting")
-        shutil.rmtree(tmp, ignore_errors=True)
-        for member, rel in files:
-            out = tmp / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(member) as fin, open(out, "wb") as fout:
-                shutil.copyfileobj(fin, fout, CHUNK)
-    old = place.with_name(f".{place.name}.old")
-    if place.exists():
-        os.replace(place, old)
-    os.replace(tmp, place)
-    shutil.rmtree(old, ignore_errors=True)
+    staging = place.with_name(f".{place.name}.extracting")
+    shutil.rmtree(staging, ignore_errors=True)  # left by a crashed run
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            files = _members(zf, src)
+            if _extracted(place, files):
+                return False
+            staging.mkdir(parents=True)
+            root = staging.resolve()
+            for member, rel in files:
+                out = staging / rel
+                if not out.resolve().is_relative_to(root):
+                    raise UserError(f"{src['name']}: {archive} member {member.filename!r} escapes {place}")
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(member) as fin, open(out, "wb") as fout:
+                    shutil.copyfileobj(fin, fout, CHUNK)
+        replace_dir(staging, place)
+    except BAD_ZIP as err:
+        raise UserError(
+            f"{src['name']}: {archive} is not a valid zip archive ({err}); delete it and run again (if it "
+            f"fails again, check that {src['url']} serves the archive itself, not a web page)"
+        ) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return True
 
 
 def place_file(src: dict[str, Any]) -> None:
-    """Put the verified download where the pipeline reads it (a hard link, or a copy across file systems)."""
+    """Put the verified download where the pipeline reads it (a hard link, or a copy across file systems).
+
+    A different file already there is refused rather than replaced: it may be the user's own.
+    """
     dest, place = Path(src["dest"]), Path(src["place"])
-    if place.is_file() and os.path.samefile(dest, place):
-        return
-    place.parent.mkdir(parents=True, exist_ok=True)
-    tmp = place.with_name(f".{place.name}.placing")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(dest, tmp)
-    except OSError:
-        shutil.copyfile(dest, tmp)
-    os.replace(tmp, place)
+    if place.exists() or place.is_symlink():
+        if place.is_file() and (os.path.samefile(dest, place) or file_digest(place) == file_digest(dest)):
+            return
+        raise UserError(
+            f"{src['name']}: {place} already exists and differs from the download {dest}; move it away "
+            "(or delete it) and run again"
+        )
+    with atomic_path(place) as tmp:
+        try:
+            os.link(dest, tmp)
+        except OSError:
+            shutil.copyfile(dest, tmp)
+
+
+def go_online() -> None:
+    """Let huggingface_hub download in this process only (the fetch command is its own process).
+
+    Everything else runs with HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE set, and huggingface_hub reads either
+    one once, when it is first imported: both are cleared before that, and an earlier import is an error.
+    """
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.pop(var, None)
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None and constants.HF_HUB_OFFLINE:
+        raise UserError(
+            "huggingface_hub was already imported in offline mode, so the hub sources cannot be downloaded; "
+            "run `rsckd fetch` (make paper-inputs) as a command of its own"
+        )
 
 
 def hub_snapshot(repo: str, revision: str | None, local_dir: Path, allow: list[str]) -> str:
-    """Download ``repo`` at ``revision`` into ``local_dir``; return the commit it resolved to.
-
-    The only place the hub is asked: HF_HUB_OFFLINE, set everywhere else, is lifted for this call.
-    """
-    os.environ.pop("HF_HUB_OFFLINE", None)
+    """Download ``repo`` at ``revision`` into ``local_dir`` (resuming what is there); return the commit."""
+    import httpx
     from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
-    commit = revision or HfApi().model_info(repo, revision="main").sha
-    snapshot_download(repo, revision=commit, local_dir=local_dir, allow_patterns=allow)
+    try:
+        commit = revision or HfApi().model_info(repo, revision="main").sha
+        snapshot_download(repo, revision=commit, local_dir=local_dir, allow_patterns=allow)
+    except (HfHubHTTPError, EntryNotFoundError, httpx.HTTPError, ConnectionError) as err:
+        raise UserError(
+            f"{repo}@{revision or 'main'}: the hub download failed ({type(err).__name__}: "
+            f"{' '.join(str(err).split())}); check the network, the proxy (HTTPS_PROXY) and that the "
+            "repository and commit exist, then run again (it resumes)"
+        ) from None
     return commit
 
 
-def _tree_digests(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): digests(p)["sha256"]
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and ".cache" not in p.relative_to(root).parts
-    }
-
-
-def snapshot(src: dict[str, Any], lock: dict[str, Any], fetch_hub: Callable[..., str]) -> bool:
-    """Make ``dest`` the verified snapshot of a hub repository at its pinned (or recorded) commit."""
-    dest, entry = Path(src["dest"]), lock.get(src["name"], {})
+def snapshot(src: dict[str, Any], entry: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    """Make ``dest`` the verified snapshot of a hub repository at its pinned (or recorded) commit; return
+    whether it was downloaded, and its lock entry (commit, content digest)."""
+    dest = Path(src["dest"])
     revision = src["revision"] or entry.get("revision")
     if entry.get("revision") not in (None, revision):
         raise UserError(
             f"{src['name']}: the lock records commit {entry['revision']} but the sources pin {revision}; "
             f"delete its entry from the lock file to accept the new commit"
         )
-    if dest.is_dir() and entry.get("files") and _tree_digests(dest) == entry["files"]:
-        return False
-    partial = dest.with_name(f".{dest.name}.partial")
-    try:
-        commit = fetch_hub(src["repo"], revision, partial, list(src["allow"]))
-    except UserError:
-        raise
-    except Exception as err:  # hub client errors (HTTP, proxy, network, disk) -> one line
-        raise UserError(
-            f"{src['name']}: downloading {src['repo']}@{revision or 'main'} failed "
-            f"({type(err).__name__}: {err}); check the network, proxy (HTTPS_PROXY) and disk space, "
-            "then run again (it resumes)"
-        ) from None
+    if entry.get("sha256") and dest.is_dir() and content_digest(dest) == entry["sha256"]:
+        return False, entry
+    partial = dest.with_name(f".{dest.name}.partial")  # a stable name: huggingface_hub resumes it
+    commit = hub_snapshot(src["repo"], revision, partial, list(src["allow"]))
     shutil.rmtree(partial / ".cache", ignore_errors=True)
     absent = [f for f in src["require"] if not (partial / f).is_file()]
     if absent:
         raise UserError(f"{src['name']}: {src['repo']}@{commit} has no {', '.join(absent)}; check 'allow'")
-    files = _tree_digests(partial)
-    if entry.get("files") and files != entry["files"]:
-        changed = sorted(
-            k for k in files.keys() | entry["files"].keys() if files.get(k) != entry["files"].get(k)
-        )
+    digest = content_digest(partial)
+    if entry.get("sha256") not in (None, digest):
         raise UserError(
-            f"{src['name']}: {src['repo']}@{commit} differs from the lock ({', '.join(changed)}); "
-            f"the snapshot was left at {partial}. Delete its lock entry only if the change is intended"
+            f"{src['name']}: {src['repo']}@{commit} differs from the lock; the snapshot was left at "
+            f"{partial}. Delete its lock entry only if the change is intended"
         )
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.replace(partial, dest)
-    lock[src["name"]] = {"revision": commit, "files": files}
-    return True
+    replace_dir(partial, dest)
+    return True, {"revision": commit, "sha256": digest}
 
 
 def track(repo: Any, src: dict[str, Any]) -> None:
     """Register a URL download with DVC once: ``dvc import-url --no-download``, then ``dvc commit``."""
-    from dvc.exceptions import DvcException
-
     dest = Path(src["dest"])
     if Path(f"{dest}.dvc").is_file():
         return
@@ -342,11 +402,25 @@ def track(repo: Any, src: dict[str, Any]) -> None:
     os.replace(dest, aside)  # import-url --force removes an existing output
     try:
         repo.imp_url(src["url"], out=str(dest), no_download=True, force=True)
-    except DvcException as err:
-        raise UserError(f"{src['name']}: dvc import-url {src['url']} failed ({err})") from None
     finally:
         os.replace(aside, dest)
     repo.commit(f"{dest}.dvc", force=True)
+
+
+def fetch_source(
+    session: Any, dvc: Any, src: dict[str, Any], entry: dict[str, Any], sources: Path
+) -> tuple[bool, dict[str, Any]]:
+    """One source's whole step; return whether anything was fetched, and its lock entry."""
+    if src["kind"] == "hub":
+        return snapshot(src, entry)
+    fetched, sha256 = download(session, src, entry, sources)
+    if dvc is not None:
+        track(dvc, src)
+    if src["kind"] == "zip":
+        fetched = extract(src) or fetched
+    else:
+        place_file(src)
+    return fetched, {**entry, "sha256": sha256}
 
 
 def dry_run(sources: list[dict[str, Any]], lock: dict[str, Any]) -> None:
@@ -382,16 +456,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from rsckd.config import load_params, require_inputs
-    from rsckd.data.icbhi import DATA_DEFAULTS, read_dataset
-    from rsckd.data.summary import format_summary, summarize
-    from rsckd.data.table import cycle_rows
+    from rsckd.data.icbhi import DATA_DEFAULTS
+    from rsckd.data.summary import format_summary, summarize_root
 
-    sources, lock_file = load_sources(args.sources), lock_path(args.sources)
+    sources_file = Path(args.sources)
+    sources, lock_file = load_sources(sources_file), lock_path(sources_file)
     lock = load_lock(lock_file)
     if args.dry_run:
         dry_run(sources, lock)
         return
     params = load_params(args.params)
+    go_online()
     with contextlib.ExitStack() as stack:
         session = stack.enter_context(requests.Session())  # honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY
         dvc = None
@@ -399,25 +474,16 @@ def run(args: argparse.Namespace) -> None:
             from dvc.repo import Repo
 
             dvc = stack.enter_context(Repo())
-        try:
-            for src in sources:
-                if src["kind"] == "hub":
-                    fetched = snapshot(src, lock, hub_snapshot)
-                else:
-                    fetched = download(session, src, lock)
-                    if dvc is not None:
-                        track(dvc, src)
-                    if src["kind"] == "zip":
-                        fetched = extract(src) or fetched
-                    else:
-                        place_file(src)
-                where = src.get("place", src["dest"])
-                print(f"{src['name']}: {'fetched' if fetched else 'present, verified'} -> {where}")
-        finally:
-            if lock != load_lock(lock_file):
+        for src in sources:
+            try:
+                fetched, entry = fetch_source(session, dvc, src, lock.get(src["name"], {}), sources_file)
+            except (OSError, DvcException) as err:
+                raise _describe(err, src) from None
+            if entry != lock.get(src["name"]):  # recorded only once the whole step succeeded
+                lock[src["name"]] = entry
                 write_json(lock_file, lock)
+            where = src.get("place", src["dest"])
+            print(f"{src['name']}: {'fetched' if fetched else 'present, verified'} -> {where}")
     require_inputs(params)
     print(f"{args.params}: every input is in place")
-    cfg = {key: params["data"][key] for key in DATA_DEFAULTS}
-    dataset = read_dataset(cfg)
-    print(format_summary(summarize(dataset, cycle_rows(dataset, cfg["val_fraction"], cfg["val_seed"]))))
+    print(format_summary(summarize_root({key: params["data"][key] for key in DATA_DEFAULTS})))

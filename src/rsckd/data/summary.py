@@ -99,10 +99,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--val-seed", type=int, default=DATA_DEFAULTS["val_seed"])
 
 
-def run(args: argparse.Namespace) -> None:
-    cfg = {key: getattr(args, key) for key in DATA_DEFAULTS}
+def summarize_root(cfg: dict[str, Any]) -> dict[str, Any]:
+    """:func:`summarize` of the dataset a ``data`` config (the keys of ``DATA_DEFAULTS``) points at."""
     dataset = read_dataset(cfg)
-    summary = summarize(dataset, cycle_rows(dataset, args.val_fraction, args.val_seed))
+    return summarize(dataset, cycle_rows(dataset, cfg["val_fraction"], cfg["val_seed"]))
+
+
+def run(args: argparse.Namespace) -> None:
+    summary = summarize_root({key: getattr(args, key) for key in DATA_DEFAULTS})
     if args.json:
         print(json_bytes(summary).decode(), end="")
     else:
