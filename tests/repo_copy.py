@@ -33,9 +33,12 @@ def tracked_copy(dest: Path) -> Path:
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    """Run a command of this environment (dvc, rsckd) in ``cwd``; its stdout, or a failure with its output."""
+    """Run a command of this environment (dvc, rsckd) in ``cwd``; its stdout, or a failure with its output.
+
+    Python writes byte-code caches beside the sources here, as on a user's machine, whatever this process was
+    told (stage dependencies on source folders must not see them)."""
     full_env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "HF_HUB_OFFLINE": "1",
         **(env or {}),

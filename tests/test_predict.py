@@ -30,7 +30,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params["synthesize"].update(n_patients=6, recordings_per_patient=1, cycles_per_recording=3)
     for cfg in params["train"].values():
         cfg.update(epochs=1, batch_size=4)
-    params["runtime"]["cpu_kernels"] = "native"  # trained in this process, where torch has already run kernels
+    params["runtime"]["cpu_kernels"] = "native"  # trained in this process, where torch already ran kernels
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     with contextlib.chdir(root):
         for command in (
