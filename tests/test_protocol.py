@@ -71,7 +71,15 @@ def test_inplace_averaging_equals_naive_reference(beta):
 
 
 def _row(epoch, sp, se, val=None):
-    return {"epoch": epoch, "test_sp": sp, "test_se": se, "test_score": (sp + se) / 2, "val_score": val}
+    score = (sp + se) / 2
+    return {
+        "epoch": epoch,
+        "test_sp": sp,
+        "test_se": se,
+        "test_score": score,
+        "test_loss": sp / 100,
+        "val_score": val,
+    }
 
 
 def test_selection_literature_last_val():
@@ -82,9 +90,10 @@ def test_selection_literature_last_val():
         _row(4, 50.0, 10.0, 20.0),
     ]
     sel = select_epochs(history, se_min=5.0)
-    assert sel["literature"] == {"epoch": 2, "sp": 70.0, "se": 20.0, "score": 45.0, "qualified": True}
-    assert sel["last"] == {"epoch": 4, "sp": 50.0, "se": 10.0, "score": 30.0}
-    assert sel["val"] == {"epoch": 2, "sp": 70.0, "se": 20.0, "score": 45.0, "val_score": 30.0}
+    at_2 = {"epoch": 2, "sp": 70.0, "se": 20.0, "score": 45.0, "loss": 0.7}
+    assert sel["literature"] == {**at_2, "qualified": True}
+    assert sel["last"] == {"epoch": 4, "sp": 50.0, "se": 10.0, "score": 30.0, "loss": 0.5}
+    assert sel["val"] == {**at_2, "val_score": 30.0}
 
 
 def test_selection_se_exactly_at_threshold_and_fallback():

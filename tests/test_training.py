@@ -13,7 +13,7 @@ from rsckd.cli import main as cli_main
 from rsckd.config import load_params
 from rsckd.errors import UserError
 from rsckd.evaluation.icbhi_score import icbhi_scores
-from rsckd.training.artifacts import HISTORY_COLUMNS, load_run
+from rsckd.training.artifacts import CURVES, HISTORY_COLUMNS, load_run
 from rsckd.training.run import train_run
 from run_fixtures import cycle_table, learnable_features
 
@@ -90,7 +90,7 @@ def _resume_files(ws) -> list[Path]:
 
 
 def test_run_writes_the_contract_outputs(ws):
-    out, metrics, summary = _run(ws, "run")
+    out, metrics, summary = _run(ws, "run", curves=ws.root / "curves")
     for name in ("model.safetensors", "logits_train.npy", "logits_test.npy", "history.csv", "config.json"):
         assert (out / name).is_file(), name
     assert (out / "tokenizer").is_dir()
@@ -103,8 +103,20 @@ def test_run_writes_the_contract_outputs(ws):
     data = json.loads(metrics.read_text())
     assert data["arch"] == "bts" and data["target"] == "hard" and data["k"] is None and data["seed"] == 1
     assert data["selected"] == "literature" and data["n_params"] > 0
-    assert set(data["literature"]) == {"epoch", "sp", "se", "score", "qualified"}
-    assert data["last"]["epoch"] == 3 and set(data["val"]) == {"epoch", "sp", "se", "score", "val_score"}
+    assert set(data["literature"]) == {"epoch", "sp", "se", "score", "loss", "qualified"}
+    assert data["last"]["epoch"] == 3 and set(data["val"]) == {
+        "epoch",
+        "sp",
+        "se",
+        "score",
+        "loss",
+        "val_score",
+    }
+    # the per-epoch curves, as dvclive plot files: one row per epoch, the history's values
+    for name, column in CURVES.items():
+        curve = pd.read_csv(ws.root / "curves" / "plots" / "metrics" / f"{name}.tsv", sep="\t")
+        assert curve["step"].tolist() == [1, 2, 3], name
+        assert np.allclose(curve.iloc[:, 1], history[column], rtol=1e-5), name
     # the written test logits are those of the selected epoch
     labels = pd.read_csv(ws.cycles)["label"].to_numpy()[-N_TEST:]
     scores = icbhi_scores(labels, test_logits.argmax(axis=1))

@@ -154,7 +154,7 @@ TRAIN = {
     "select": choice("literature", "last", "val"),
 }
 MODEL = {"size": choice("tiny", "full"), "pretrained": optional(text)}
-NORM = choice("audioset", "per_sample")
+NORM = choice("none", "audioset", "per_sample")
 SCHEMA: dict[str, Any] = {
     "synthesize": {
         "seed": integer(0),
@@ -193,8 +193,8 @@ SCHEMA: dict[str, Any] = {
         },
     },
     "models": {
-        "bts": {**MODEL, "max_text_length": integer(8)},
-        "audio_clap": MODEL,
+        "bts": {**MODEL, "max_text_length": integer(8), "input_norm": NORM},
+        "audio_clap": {**MODEL, "input_norm": NORM},
         "ast": {**MODEL, "swap_input_dims": boolean, "input_norm": NORM},
         "cnn6": {**MODEL, "input_norm": NORM},
         "resnet18": {**MODEL, "input_norm": NORM},

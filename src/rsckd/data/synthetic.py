@@ -46,15 +46,27 @@ DEVICE_SNR_DB = {
 }
 DEVICE_HUM_P = {"AKGC417L": 0.5, "LittC2SE": 0.15, "Litt3200": 0.1, "Meditron": 0.2}
 LOCATION_SHARE = {"Tc": 0.14, "Al": 0.17, "Ar": 0.16, "Pl": 0.17, "Pr": 0.15, "Ll": 0.11, "Lr": 0.10}
-CLASS_SHARE = np.array([0.54, 0.27, 0.12, 0.07])  # normal, crackle, wheeze, both
 SUBTYPES, SUBTYPE_SHARE = ("PCM_16", "PCM_24", "PCM_32"), (0.6, 0.25, 0.15)
 RATE_10K_SHARE = 0.06
 FLIP_P = 0.05  # annotated label differs from the sound
 CYCLE_MEDIAN_S, CYCLE_SIGMA, CYCLE_MIN_S, CYCLE_MAX_S = 2.4, 0.5, 0.3, 12.0
-PATIENT_CLASS_CONCENTRATION = 8.0  # Dirichlet: patients differ in how abnormal they are
-NORMAL_DIAGNOSES = ("Healthy", "URTI")
-ADULT_DIAGNOSES = ("COPD", "COPD", "COPD", "Bronchiectasis", "Asthma", "LRTI", "Pneumonia")
-CHILD_DIAGNOSES = ("Bronchiolitis", "Pneumonia", "URTI", "LRTI")
+PATIENT_CLASS_CONCENTRATION = 8.0  # Dirichlet around the diagnosis's mix: patients differ within a diagnosis
+# As in ICBHI, the diagnosis shapes a patient's cycles (COPD patients give most crackles and wheezes, healthy
+# and URTI patients mostly normal cycles) and depends on age (bronchiolitis in children, COPD in adults), and
+# COPD patients were mostly recorded with the AKGC417L. So age group and device, which the BTS prompt names,
+# carry population-level information about the classes, as they do in ICBHI; per patient they do not decide.
+# diagnosis: (share among adults, share among children, mean class mix normal/crackle/wheeze/both)
+DIAGNOSES = {
+    "COPD": (0.55, 0.0, (0.36, 0.37, 0.16, 0.11)),
+    "Healthy": (0.15, 0.35, (0.86, 0.08, 0.04, 0.02)),
+    "URTI": (0.07, 0.30, (0.80, 0.11, 0.06, 0.03)),
+    "Bronchiectasis": (0.08, 0.0, (0.42, 0.48, 0.05, 0.05)),
+    "Pneumonia": (0.07, 0.10, (0.46, 0.44, 0.06, 0.04)),
+    "LRTI": (0.05, 0.05, (0.60, 0.30, 0.06, 0.04)),
+    "Asthma": (0.03, 0.0, (0.40, 0.06, 0.44, 0.10)),
+    "Bronchiolitis": (0.0, 0.20, (0.45, 0.20, 0.25, 0.10)),
+}
+AKG_SHARE = {"COPD": 0.9, "other": 0.55}  # home device AKGC417L; else the stethoscopes in ICBHI's proportions
 
 
 @dataclass(frozen=True)
@@ -101,12 +113,12 @@ def _patients(rng: np.random.Generator, n: int) -> tuple[list[dict[str, Any]], n
     bmi = np.round(rng.normal(26.0, 4.5, n), 1)
     weight = np.round(3.5 + 2.6 * age * rng.uniform(0.85, 1.15, n), 1)
     height = np.round(52.0 + 6.5 * age * rng.uniform(0.9, 1.1, n), 1)
-    class_p = rng.dirichlet(PATIENT_CLASS_CONCENTRATION * CLASS_SHARE, size=n)
-    calm = class_p[:, 0] > 0.75
-    pick = rng.random(n)
+    names = list(DIAGNOSES)
+    adult_p, child_p, mix = (np.array(column) for column in zip(*DIAGNOSES.values(), strict=True))
+    diagnosis = [names[rng.choice(len(names), p=child_p if child[i] else adult_p)] for i in range(n)]
+    class_p = np.stack([rng.dirichlet(PATIENT_CLASS_CONCENTRATION * mix[names.index(d)]) for d in diagnosis])
     rows = []
     for i in range(n):
-        names = NORMAL_DIAGNOSES if calm[i] else CHILD_DIAGNOSES if child[i] else ADULT_DIAGNOSES
         rows.append(
             {
                 "pid": 101 + i,
@@ -115,7 +127,7 @@ def _patients(rng: np.random.Generator, n: int) -> tuple[list[dict[str, Any]], n
                 "bmi": None if child[i] or bmi_na[i] else float(bmi[i]),
                 "weight": float(weight[i]) if child[i] and not bmi_na[i] else None,
                 "height": float(height[i]) if child[i] and not bmi_na[i] else None,
-                "diagnosis": names[int(pick[i] * len(names))],
+                "diagnosis": diagnosis[i],
             }
         )
     return rows, class_p
@@ -148,7 +160,7 @@ def plan_corpus(cfg: dict[str, Any]) -> tuple[list[PatientPlan], list[RecordingP
     n = cfg["n_patients"]
     demo, class_p = _patients(rng, n)
     devices = list(DEVICE_FILES)
-    device_p = np.array(list(DEVICE_FILES.values()), float) / sum(DEVICE_FILES.values())
+    others_p = np.array(list(DEVICE_FILES.values())[1:], float) / sum(list(DEVICE_FILES.values())[1:])
     n_recs = 1 + rng.poisson(rng.exponential(cfg["recordings_per_patient"] - 1, n))
     n_test = min(max(round(cfg["test_fraction"] * n), 1), n - 1)
     test = set(rng.choice(n, n_test, replace=False).tolist())
@@ -156,7 +168,9 @@ def plan_corpus(cfg: dict[str, Any]) -> tuple[list[PatientPlan], list[RecordingP
     raw: list[tuple[str, int, str, str]] = []  # stem, patient index, device, split
     locations: list[str] = []
     for i in range(n):
-        sessions = _sessions(rng, int(n_recs[i]), devices[rng.choice(len(devices), p=device_p)])
+        akg = AKG_SHARE["COPD" if demo[i]["diagnosis"] == "COPD" else "other"]
+        home = "AKGC417L" if rng.random() < akg else devices[1 + rng.choice(len(devices) - 1, p=others_p)]
+        sessions = _sessions(rng, int(n_recs[i]), home)
         stems = sorted(f"{101 + i}_{name}" for name, _, _ in sessions)
         dev = {f"{101 + i}_{name}": d for name, d, _ in sessions}
         raw += [(s, i, dev[s], "test" if i in test else "train") for s in stems]

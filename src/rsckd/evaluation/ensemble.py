@@ -98,8 +98,9 @@ def run_ensemble(
     teacher_metrics = {seed: read_metrics(metrics_dir / f"s{seed}.json") for seed in seeds}
 
     per_k = {str(k): ensemble_scores(test_logits[:k], test_labels) for k in range(1, len(seeds) + 1)}
+    columns = ("sp", "se", "score", "loss")
     individual = np.array(
-        [[m["literature"][x] for x in ("sp", "se", "score")] for m in teacher_metrics.values()]
+        [[ensemble_scores(one[None], test_labels)[x] for x in columns] for one in test_logits]
     )
     curated = {}
     with atomic_dir(soft_dir) as out:
@@ -120,11 +121,11 @@ def run_ensemble(
             "k": per_k,
             "curated": curated,
             "individual": {
-                "mean": dict(zip(("sp", "se", "score"), individual.mean(axis=0), strict=True)),
+                "mean": dict(zip(columns, individual.mean(axis=0), strict=True)),
                 "std": dict(
                     zip(
-                        ("sp", "se", "score"),
-                        individual.std(axis=0, ddof=1) if len(seeds) > 1 else [0.0] * 3,
+                        columns,
+                        individual.std(axis=0, ddof=1) if len(seeds) > 1 else [0.0] * len(columns),
                         strict=True,
                     )
                 ),

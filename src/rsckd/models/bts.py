@@ -57,8 +57,8 @@ def check_text(cfg: dict[str, Any], text_config: Any, tokenizer: Any) -> None:
 class BTS(RSCModel):
     uses_text = True
 
-    def __init__(self, clap: nn.Module, projection_dim: int) -> None:
-        super().__init__("none")
+    def __init__(self, clap: nn.Module, projection_dim: int, input_norm: str) -> None:
+        super().__init__(input_norm)
         self.clap = clap
         self.head = nn.Linear(2 * projection_dim, N_CLASSES)
 
@@ -83,4 +83,4 @@ def build(cfg: dict[str, Any], feature_shape: tuple[int, int], tokenizer: Any = 
     check_clap_features("bts", config.audio_config, feature_shape)
     check_text(cfg, config.text_config, tokenizer)
     clap = clap_module("bts", ClapModel, cfg, config)
-    return BTS(clap, config.projection_dim)
+    return BTS(clap, config.projection_dim, cfg.get("input_norm", "none"))

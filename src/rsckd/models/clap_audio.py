@@ -97,8 +97,8 @@ def clap_module(
 class AudioCLAP(RSCModel):
     """HTSAT + projection -> raw (unnormalised) audio embedding -> Linear(projection_dim, 4)."""
 
-    def __init__(self, audio: nn.Module, projection_dim: int) -> None:
-        super().__init__("none")
+    def __init__(self, audio: nn.Module, projection_dim: int, input_norm: str) -> None:
+        super().__init__(input_norm)
         self.audio = audio
         self.head = nn.Linear(projection_dim, N_CLASSES)
 
@@ -113,4 +113,4 @@ def build(cfg: dict[str, Any], feature_shape: tuple[int, int], tokenizer: Any = 
     audio_config = getattr(config, "audio_config", config)
     check_clap_features("audio_clap", audio_config, feature_shape)
     audio = clap_module("audio_clap", ClapAudioModelWithProjection, cfg, audio_config, TEXT_SIDE_KEYS)
-    return AudioCLAP(audio, audio_config.projection_dim)
+    return AudioCLAP(audio, audio_config.projection_dim, cfg.get("input_norm", "none"))

@@ -33,6 +33,34 @@ def history_csv(history: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# dvclive metric name -> history column: the per-epoch curves that `dvc plots show` renders
+CURVES = {
+    "train/loss": "train_loss",
+    "test/loss": "test_loss",
+    "test/score": "test_score",
+    "test/se": "test_se",
+    "test/sp": "test_sp",
+    "val/score": "val_score",
+    "lr": "lr",
+}
+
+
+def write_curves(out: str | os.PathLike[str], history: list[dict[str, Any]]) -> None:
+    """The run's history as dvclive plot files (``plots/metrics/<name>.tsv``, step = epoch), replaced as a
+    whole. Written after training from the (checkpointed) history, so a resumed run logs every epoch once;
+    values are rounded as in history.csv so the files are as stable as the metrics."""
+    from dvclive import Live
+
+    with atomic_dir(out) as tmp, Live(str(tmp), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+        for row in history:
+            live.step = row["epoch"]
+            for name, column in CURVES.items():
+                if row[column] is not None:
+                    live.log_metric(
+                        name, float(f"{row[column]:.6e}" if column == "lr" else f"{row[column]:.6f}")
+                    )
+
+
 def run_config(
     arch: str, params: dict[str, Any], feature_kind: str, feature_shape: tuple[int, int], **extra: Any
 ):

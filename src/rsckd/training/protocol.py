@@ -57,6 +57,7 @@ def _entry(row: dict[str, Any], prefix: str = "test") -> dict[str, Any]:
         "sp": row[f"{prefix}_sp"],
         "se": row[f"{prefix}_se"],
         "score": row[f"{prefix}_score"],
+        "loss": row[f"{prefix}_loss"],
     }
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from rsckd.atomic import file_digest, write_json
 from rsckd.config import ABLATIONS, ARCHS, load_params
 from rsckd.errors import UserError
-from rsckd.training.artifacts import run_config, write_run
+from rsckd.training.artifacts import run_config, write_curves, write_run
 from rsckd.training.loop import RunData, pick_device, seed_everything, train
 from rsckd.training.resume import Checkpoints, resume_dir
 from rsckd.training.targets import NEEDS_SOFT_FILE, TARGETS, Targets, load_soft_logits, resolve_ablation
@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", required=True, type=int)
     parser.add_argument("--out", required=True, help="run directory to write (replaced as a whole)")
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
+    parser.add_argument("--curves", help="dvclive folder for the per-epoch curves (replaced as a whole)")
     parser.add_argument("--target", choices=TARGETS, help="training target (default: hard)")
     parser.add_argument("--soft", help="teacher-logit file (k, N_train, 4) for soft targets")
     parser.add_argument(
@@ -88,6 +89,7 @@ def train_run(
     soft_dir: str = "data/soft_labels",
     cycles: str | os.PathLike[str] = "data/prepared/cycles.csv",
     features_dir: str | os.PathLike[str] | None = None,
+    curves: str | os.PathLike[str] | None = None,
     epoch_hook=None,
 ) -> dict[str, Any]:
     """Run one training and write its outputs; returns the metrics dict. ``epoch_hook(epoch)`` runs after
@@ -154,6 +156,8 @@ def train_run(
         arch, params, kind, feature_shape, target=target, seed=seed, ablation=ablation, k=targets.k
     )
     write_run(out, model, config, result, tokenizer)
+    if curves is not None:
+        write_curves(curves, result.history)
     summary = {
         "arch": arch,
         "target": target,
@@ -183,4 +187,5 @@ def run(args: argparse.Namespace) -> None:
         soft_dir=args.soft_dir,
         cycles=args.cycles,
         features_dir=args.features_dir,
+        curves=args.curves,
     )
