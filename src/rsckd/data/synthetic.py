@@ -1,11 +1,12 @@
 """``rsckd synthesize``: a synthetic corpus in the exact ICBHI layout, so the pipeline runs without the data.
 
 The corpus is only useful if it exercises the same code paths and is neither trivial nor hopeless, so it
-copies ICBHI's structure (patients, per-file split, devices and native rates, mixed PCM widths, chest
-locations, sc/mc modes, class imbalance, cycle lengths with a few > 8 s) and the physics of the classes:
+copies ICBHI's structure (patients whose diagnosis sets their class mix, per-file split, devices and
+native rates, mixed PCM widths, chest locations, sc/mc modes, class imbalance, cycle lengths with a few > 8 s)
+and the physics of the classes:
 band-limited breath noise with an inhale/exhale envelope, crackles as short damped transients, wheezes as
 gliding tones with a harmonic, plus heart sounds, clicks, mains hum and device noise at varying SNR. Event
-strengths vary so some abnormal cycles are subtle, and about 8 % of the labels disagree with the sound
+strengths vary so some abnormal cycles are subtle, and about 5 % of the labels disagree with the sound
 (annotator noise).
 
 Everything is drawn from ``numpy.random.Generator`` streams derived from the seed (one per recording), and
