@@ -17,7 +17,7 @@ import pytest
 
 from repo_copy import ROOT, run
 from rsckd.errors import UserError
-from rsckd.parallel import downstream_counts, job_settings
+from rsckd.parallel import GpuDeal, downstream_counts, job_settings
 
 STAGE_SCRIPT = """\
 import json, sys, time
@@ -226,3 +226,13 @@ def test_items_that_unblock_more_of_the_graph_come_first():
         "report": ["table2"],
     }
     assert downstream_counts(items) == {"teacher": 2, "ensemble": 1, "student": 0, "table2": 1, "report": 0}
+
+
+def test_gpus_are_dealt_round_robin_over_the_workers_of_a_machine_or_a_job(monkeypatch):
+    local = GpuDeal(("0", "1"))
+    assert [local.gpu(worker) for worker in range(5)] == ["0", "1", "0", "1", "0"]
+    assert GpuDeal(()).gpu(3) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # what the batch system gave the job
+    two_per_job = GpuDeal(None, slots_per_job=2)
+    assert [two_per_job.gpu(f"SLURMCluster-7-{i}") for i in range(2)] == ["3", "5"]
+    assert GpuDeal(None, slots_per_job=1).gpu("SLURMCluster-7") == "3"

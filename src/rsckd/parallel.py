@@ -157,7 +157,8 @@ def _memory(key: str, value: Any) -> str:
 def _walltime(key: str, value: Any) -> str:
     if isinstance(value, str) and re.fullmatch(r"(\d+-)?\d+:\d\d:\d\d", value):
         return value
-    raise UserError(f"params: {key}: expected a walltime HH:MM:SS (quoted), got {value!r}")
+    sexagesimal = " (YAML reads an unquoted 24:00:00 as a number: quote it)" if isinstance(value, int) else ""
+    raise UserError(f"params: {key}: expected a walltime HH:MM:SS, got {value!r}{sexagesimal}")
 
 
 JOB_SCHEMA = {
@@ -329,12 +330,13 @@ def dashboard(client: Any) -> str:
 def final_repro(root: Path) -> None:
     """The plain `dvc repro` that closes every run: after a complete run it must have nothing to do."""
     done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, capture_output=True, text=True)
-    sys.stdout.write(done.stdout)
     if done.returncode != 0:
         raise UserError(f"final `dvc repro` failed:\n{done.stderr.strip()}")
     ran = re.findall(r"Running stage '([^']+)'", done.stdout)
     if ran:
-        raise UserError(f"final `dvc repro` still had stages to run: {', '.join(ran)}")
+        raise UserError(f"final `dvc repro` found stale stages and ran them itself: {', '.join(ran)}")
+    last_line = done.stdout.strip().rpartition("\n")[2]
+    print(f"final `dvc repro`: {last_line or 'nothing to do'}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -380,7 +382,7 @@ def run(args: argparse.Namespace) -> None:
     settings = None
     if args.cluster != "local":
         flags = {name: getattr(args, name) for name in JOB_FLAGS}
-        settings = job_settings(args.cluster, Path(args.cluster_config), flags)
+        settings = job_settings(args.cluster, root / args.cluster_config, flags)
     items = plan(root)
     print(f"{len(items)} stage item(s) to run", flush=True)
     if args.dry_run:
