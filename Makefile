@@ -1,5 +1,5 @@
 # Two commands set up and run everything on a fresh machine:
-#   make repro   - create the virtual environment if missing, then run the whole DVC pipeline (2 slots)
+#   make repro   - create the virtual environment if missing, then run the whole DVC pipeline (2 workers)
 #   make test    - create the virtual environment if missing, then run the test suite
 PYTHON ?= python3
 VENV := .venv
@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 LOCKER := .cache/pip-tools
 
-.PHONY: repro test lint lock paper paper-inputs parallel bench-features bench-train bench-kernels
+.PHONY: repro test lint lock paper paper-inputs parallel bench-features bench-train bench-kernels bench-parallel
 
 # every package at the exact version and hash of requirements.lock, then the project itself without resolving
 $(STAMP): requirements.lock pyproject.toml
@@ -25,8 +25,8 @@ lock:  ## refresh requirements.lock: the newest versions pyproject.toml's ranges
 	$(LOCKER)/bin/pip-compile --upgrade --generate-hashes --allow-unsafe --strip-extras --extra dev \
 		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
-repro: $(STAMP)  ## the whole DAG, two stage items at a time (a final plain `dvc repro` finds nothing left)
-	rsckd parallel --slots 2
+repro: $(STAMP)  ## the whole DAG on two local workers (a final plain `dvc repro` finds nothing left)
+	rsckd parallel --workers 2
 
 test: $(STAMP)
 	pytest
@@ -42,14 +42,17 @@ paper:  ## switch params.yaml to the paper profile (commit it on its own branch)
 paper-inputs: $(STAMP)  ## download the paper profile's inputs (pinned, verified, DVC-tracked); the only online step
 	rsckd fetch
 
-parallel: $(STAMP)  ## SLOTS=4 GPUS=0,1 make parallel
-	rsckd parallel --slots $(or $(SLOTS),2) $(if $(GPUS),--gpus $(GPUS))
+parallel: $(STAMP)  ## WORKERS=4 GPUS=0,1 make parallel; CLUSTER=slurm WORKERS=16 make parallel (configs/cluster.yaml)
+	rsckd parallel --workers $(or $(WORKERS),2) $(if $(GPUS),--gpus $(GPUS)) $(if $(CLUSTER),--cluster $(CLUSTER))
 
 bench-features: $(STAMP)
 	python benchmarks/prepare_features.py
 
 bench-train: $(STAMP)
 	python benchmarks/train_throughput.py
+
+bench-parallel: $(STAMP)  ## serial `dvc repro` vs rsckd parallel on 1 and 2 workers, each in a fresh clone
+	python benchmarks/parallel_dag.py
 
 bench-kernels: $(STAMP)  ## after make repro: what runtime.cpu_kernels: portable costs per architecture
 	python benchmarks/cpu_kernels.py

@@ -1,10 +1,10 @@
-"""End to end: the whole default DAG from a copy of the repository, serial and in parallel slots.
+"""End to end: the whole default DAG from a copy of the repository, serial and through `rsckd parallel`.
 
 The serial run must reproduce the committed dvc.lock, metrics, plots and reports byte for byte: the README
 promises them on any x86-64 machine (data stages by construction, training stages through
-``runtime.cpu_kernels: portable``; ``test_reproducibility.py`` imitates other CPUs). The parallel run must
-give the serial run's bytes, and a following plain `dvc repro` must have nothing to do. These are the slowest
-tests (minutes each).
+``runtime.cpu_kernels: portable``; ``test_reproducibility.py`` imitates other CPUs). The run on two local Dask
+workers must give the serial run's bytes, and a following plain `dvc repro` must have nothing to do. These are
+the slowest tests (minutes each).
 """
 
 from __future__ import annotations
@@ -52,10 +52,10 @@ def test_default_dag_reproduces_the_committed_outputs(serial_run):
     assert_same_outputs(serial_run, ROOT)
 
 
-def test_parallel_slots_give_the_serial_bytes(tmp_path, serial_run):
+def test_two_local_workers_give_the_serial_bytes(tmp_path, serial_run):
     copy = tracked_copy(tmp_path / "repo")
-    out = run(["rsckd", "parallel", "--slots", "2"], copy)
-    assert "FAIL" not in out
+    out = run(["rsckd", "parallel", "--workers", "2"], copy)
+    assert ", 0 failed, 0 skipped" in out
     assert_nothing_stale(copy)
     assert_same_outputs(copy, serial_run)
 

@@ -1,120 +1,410 @@
-"""`rsckd parallel`: run the stale items of each DAG layer in parallel slots, on DVC's own machinery.
+"""`rsckd parallel`: the stale stage items of the pipeline as a Dask task graph, on one machine or a cluster.
 
-Not a scheduler of its own: DVC decides what is stale (`dvc status`), each item runs as
-`dvc --wait-for-lock repro -s <stage>` (so dvc.lock, the cache and the run-cache are kept by DVC), and a final
-plain `dvc repro` must find nothing left to do. Layers are the longest-path levels of `dvc dag`, so every item
-of a layer has all its upstream stages finished before it starts.
+DVC stays in charge of the pipeline: its own graph and staleness test choose the items (those a plain
+`dvc repro` would run, and everything downstream of them), and each item runs as
+`dvc --wait-for-lock repro -s <item>`, so dvc.lock, the cache and the run-cache are written by DVC. Dask only
+orders the items: one task per item, started as soon as the tasks of its upstream items have succeeded, so a
+stage never waits for unrelated ones. A failed item stops only what depends on it, and a final plain
+`dvc repro` must find nothing left to do.
+
+Workers are processes of a ``LocalCluster`` (one item at a time each, GPUs dealt round-robin) or batch jobs of
+dask-jobqueue on SLURM or PBS, in a checkout on a shared file system with a shared DVC cache.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib.util
+import math
 import os
-import queue
 import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import yaml
+
+from rsckd.config import block, integer, optional, text
 from rsckd.errors import UserError
 
-EDGE = re.compile(r'^"(?P<src>[^"]+)" -> "(?P<dst>[^"]+)";$')
-NODE = re.compile(r'^"(?P<name>[^"]+)";$')
+CLUSTERS = ("local", "slurm", "pbs")
+DEFAULT_CLUSTER_CONFIG = "configs/cluster.yaml"
+JOB_FLAGS = ("queue", "account", "walltime", "memory", "gpus_per_job")  # batch settings a flag may override
 
 
-def _dvc(*args: str) -> str:
-    done = subprocess.run(["dvc", *args], capture_output=True, text=True)
+# ---------------------------------------------------------------- the plan: DVC's graph and staleness
+
+
+def plan(root: Path) -> dict[str, list[str]]:
+    """Stage items to run, upstream first, each with the items among them it must wait for.
+
+    The items are the stages a plain `dvc repro` evaluates (DVC's own graph, frozen stages cut from their
+    dependencies as `dvc repro` does) that are stale now, plus everything downstream of those: they may become
+    stale once their upstream has run (if not, their `dvc repro -s` does nothing).
+    """
+    import networkx as nx
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
+
+    try:
+        with Repo(str(root)) as repo, repo.lock:
+            graph = get_active_graph(repo.index.graph)  # edges point from a stage to the stages it depends on
+            steps = plan_repro(graph, collect_stages(repo, ["dvc.yaml"]))
+            stale = {stage for stage in steps if stage.changed()}
+    except DvcException as err:
+        raise UserError(f"dvc: {err}") from None
+    selected = stale.union(*(nx.ancestors(graph, stage) for stage in stale))
+    return {
+        stage.addressing: [up.addressing for up in graph.successors(stage) if up in selected]
+        for stage in steps
+        if stage in selected
+    }
+
+
+# ---------------------------------------------------------------- one task: one stage item on one worker slot
+
+
+class ItemFailed(Exception):
+    """A stage item's `dvc repro -s` exited non-zero; Dask hands it on to every task downstream."""
+
+    def __init__(self, item: str, log: str) -> None:
+        super().__init__(item, log)
+        self.item, self.log = item, log
+
+    def __str__(self) -> str:
+        return f"{self.item} failed (log {self.log})"
+
+
+@dataclass(frozen=True)
+class GpuDeal:
+    """How a worker slot finds its GPU: slots are dealt round-robin over ``gpus`` (local) or over the GPUs the
+    batch system gave their job (``gpus=None``: the job's CUDA_VISIBLE_DEVICES). A LocalCluster names its
+    workers 0, 1, ...; dask-jobqueue names them ``<job>-<i>`` when a job runs several."""
+
+    gpus: tuple[str, ...] | None
+    slots_per_job: int = 1
+
+    def gpu(self, worker_name: int | str) -> str | None:
+        gpus = self.gpus if self.gpus is not None else _visible_gpus()
+        if not gpus:
+            return None
+        if isinstance(worker_name, int):
+            slot = worker_name
+        else:
+            slot = int(worker_name.rsplit("-", 1)[1]) if self.slots_per_job > 1 else 0
+        return gpus[slot % len(gpus)]
+
+
+def _visible_gpus() -> tuple[str, ...]:
+    return tuple(g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g)
+
+
+def log_path(log_dir: Path, item: str) -> Path:
+    return log_dir / f"{item.replace('/', '_').replace(':', '_')}.log"
+
+
+def run_item(item: str, root: str, log_dir: str, deal: GpuDeal, *upstream: dict) -> dict[str, Any]:
+    """Run one stage item with DVC in the checkout (runs on a worker; ``upstream`` only orders the tasks).
+
+    The worker's interpreter directory goes first on PATH, so `dvc` and the stage commands (`rsckd ...`) come
+    from the same environment on every machine."""
+    from distributed import get_worker
+
+    gpu = deal.gpu(get_worker().name)
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    log = log_path(Path(log_dir), item)
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        code = subprocess.call(
+            [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "-s", item],
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    if code != 0:
+        raise ItemFailed(item, str(log))
+    return {"gpu": gpu, "seconds": time.perf_counter() - start, "log": str(log)}
+
+
+# ---------------------------------------------------------------- clusters
+
+
+def _string_list(key: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise UserError(f"params: {key}: expected a list of non-empty strings ([a, b] or []), got {value!r}")
+    return value
+
+
+def _memory(key: str, value: Any) -> str:
+    from dask.utils import parse_bytes
+
+    try:
+        if isinstance(value, str) and parse_bytes(value) > 0:
+            return value
+    except ValueError:
+        pass
+    raise UserError(f"params: {key}: expected an amount of memory such as 64GiB, got {value!r}")
+
+
+def _walltime(key: str, value: Any) -> str:
+    if isinstance(value, str) and re.fullmatch(r"(\d+-)?\d+:\d\d:\d\d", value):
+        return value
+    sexagesimal = " (YAML reads an unquoted 24:00:00 as a number: quote it)" if isinstance(value, int) else ""
+    raise UserError(f"params: {key}: expected a walltime HH:MM:SS, got {value!r}{sexagesimal}")
+
+
+JOB_SCHEMA = {
+    "queue": optional(text),
+    "account": optional(text),
+    "walltime": _walltime,
+    "memory": _memory,
+    "cpus_per_job": integer(1),
+    "gpus_per_job": integer(1),
+    "slots_per_gpu": integer(1),
+    "directives": _string_list,
+    "prologue": _string_list,
+    "interface": optional(text),
+    "log_directory": text,
+}
+
+
+def _checked(source: str, check: Any, key: str, value: Any) -> Any:
+    """Run one of rsckd.config's checks, naming ``source`` (a file or the flags) instead of params.yaml."""
+    try:
+        return check(key, value)
+    except UserError as err:
+        raise UserError(f"{source}: {str(err).removeprefix('params: ')}") from None
+
+
+def job_settings(kind: str, config_path: Path, flags: dict[str, Any]) -> dict[str, Any]:
+    """The batch-job settings of ``kind`` from the cluster config file, with the flags given on top."""
+    if not config_path.is_file():
+        raise UserError(f"{config_path}: cluster config not found (start from {DEFAULT_CLUSTER_CONFIG})")
+    try:
+        raw = yaml.safe_load(config_path.read_text())
+    except yaml.YAMLError as err:
+        raise UserError(f"{config_path}: not valid YAML ({err})") from None
+    if not isinstance(raw, dict) or kind not in raw:
+        raise UserError(f"{config_path}: {kind}: missing; expected a mapping of {', '.join(JOB_SCHEMA)}")
+    settings = _checked(str(config_path), block(JOB_SCHEMA), kind, raw[kind])
+    for name, value in flags.items():
+        if value is not None:
+            settings[name] = _checked("flags", JOB_SCHEMA[name], f"--{name.replace('_', '-')}", value)
+    return settings
+
+
+def batch_cluster(kind: str, settings: dict[str, Any], root: Path) -> Any:
+    """A dask-jobqueue cluster whose every job is one worker per GPU slot, one thread (one item) each.
+
+    Jobs start in the checkout (``cd``), which must be on a file system the compute nodes share; the worker's
+    python is this one, so the checkout's environment is used there too."""
+    from dask_jobqueue import PBSCluster, SLURMCluster
+    from dask_jobqueue.pbs import pbs_format_bytes_ceil
+
+    slots = settings["gpus_per_job"] * settings["slots_per_gpu"]
+    log_directory = root / settings["log_directory"]
+    log_directory.mkdir(parents=True, exist_ok=True)
+    common = {
+        "cores": slots,  # dask threads: one per worker process, so one stage item per slot
+        "processes": slots,
+        "memory": settings["memory"],
+        "queue": settings["queue"],
+        "account": settings["account"],
+        "walltime": settings["walltime"],
+        "interface": settings["interface"],
+        "job_name": "rsckd",
+        "log_directory": str(log_directory),
+        "job_script_prologue": [f"cd {root}", *settings["prologue"]],
+    }
+    if kind == "slurm":
+        directives = [f"--gres=gpu:{settings['gpus_per_job']}", *settings["directives"]]
+        return SLURMCluster(**common, job_cpu=settings["cpus_per_job"], job_extra_directives=directives)
+    from dask.utils import parse_bytes
+
+    memory = pbs_format_bytes_ceil(parse_bytes(settings["memory"]))
+    spec = f"select=1:ncpus={settings['cpus_per_job']}:ngpus={settings['gpus_per_job']}:mem={memory}"
+    return PBSCluster(**common, resource_spec=spec, job_extra_directives=settings["directives"])
+
+
+# ---------------------------------------------------------------- running the graph
+
+
+@dataclass
+class Outcomes:
+    done: dict[str, dict[str, Any]]
+    failed: dict[str, str]  # item -> why (with its log)
+    skipped: dict[str, str]  # item -> the failed upstream item that stopped it
+
+    def summary(self) -> str:
+        lines = [f"summary: {len(self.done)} done, {len(self.failed)} failed, {len(self.skipped)} skipped"]
+        lines += [f"  done     {item}  (log {info['log']})" for item, info in self.done.items()]
+        lines += [f"  failed   {item}  ({why})" for item, why in self.failed.items()]
+        lines += [f"  skipped  {item}  (upstream {up} failed)" for item, up in self.skipped.items()]
+        return "\n".join(lines)
+
+
+def downstream_counts(items: dict[str, list[str]]) -> dict[str, int]:
+    """How many items wait, directly or not, on each item: among ready items Dask starts the one that unblocks
+    the most first (the teachers before a Table 2 run that only the report waits for)."""
+    import networkx as nx
+
+    graph = nx.DiGraph((up, item) for item, upstream in items.items() for up in upstream)
+    graph.add_nodes_from(items)
+    return {item: len(nx.descendants(graph, item)) for item in items}
+
+
+def _blamed_item(err: BaseException, key: str) -> str:
+    """The item whose failure ``err`` is: Dask hands an upstream failure on to every task downstream of it."""
+    from distributed.scheduler import KilledWorker
+
+    if isinstance(err, ItemFailed):
+        return err.item
+    return err.task if isinstance(err, KilledWorker) else key
+
+
+def execute(client: Any, items: dict[str, list[str]], root: Path, log_dir: Path, deal: GpuDeal) -> Outcomes:
+    """Submit one task per item, each waiting on its upstream tasks' futures, and collect every outcome."""
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    futures: dict[str, Any] = {}
+    downstream = downstream_counts(items)
+    for item, upstream in items.items():
+        waits_for = [futures[up] for up in upstream]
+        futures[item] = client.submit(
+            run_item,
+            *(item, str(root), str(log_dir), deal, *waits_for),
+            key=item,
+            pure=False,
+            priority=downstream[item],
+        )
+    outcomes = Outcomes({}, {}, {})
+    with tqdm(total=len(futures), unit="item", file=sys.stderr) as bar:
+        for future in as_completed(futures.values()):
+            item = future.key
+            if future.status == "finished":
+                outcomes.done[item] = info = future.result()
+                gpu = "" if info["gpu"] is None else f"gpu {info['gpu']}, "
+                bar.write(f"  ok      {item}  ({gpu}{info['seconds']:.0f} s)", file=sys.stdout)
+            elif (blamed := _blamed_item(err := future.exception(), item)) != item:
+                outcomes.skipped[item] = blamed
+            else:
+                outcomes.failed[item] = why = str(err) if isinstance(err, ItemFailed) else f"{item}: {err!r}"
+                bar.write(f"  FAILED  {why}", file=sys.stdout)
+            bar.update()
+    return outcomes
+
+
+def start_cluster(
+    args: argparse.Namespace, settings: dict[str, Any] | None, root: Path
+) -> tuple[Any, GpuDeal]:
+    """Local worker processes, or batch jobs kept at the size that gives ``args.workers`` workers."""
+    from distributed import LocalCluster
+
+    if settings is None:
+        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True)
+        return cluster, GpuDeal(tuple(g for g in args.gpus.split(",") if g))
+    cluster = batch_cluster(args.cluster, settings, root)
+    slots_per_job = settings["gpus_per_job"] * settings["slots_per_gpu"]
+    jobs = math.ceil(args.workers / slots_per_job)
+    cluster.adapt(
+        minimum_jobs=jobs, maximum_jobs=jobs
+    )  # a fixed size: a job ended by its walltime is replaced
+    return cluster, GpuDeal(None, slots_per_job)
+
+
+def dashboard(client: Any) -> str:
+    if importlib.util.find_spec("bokeh") is None:
+        return f"{client.dashboard_link} (its pages need bokeh: pip install 'bokeh>=3.1')"
+    return client.dashboard_link
+
+
+def final_repro(root: Path) -> None:
+    """The plain `dvc repro` that closes every run: after a complete run it must have nothing to do."""
+    done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, capture_output=True, text=True)
     if done.returncode != 0:
-        raise UserError(f"`dvc {' '.join(args)}` failed:\n{done.stderr.strip()}")
-    return done.stdout
-
-
-def dag_layers(dot: str) -> list[list[str]]:
-    """Group stages by their longest distance from a root (parses `dvc dag --dot`; edges point downstream)."""
-    nodes, parents = [], {}
-    for line in dot.splitlines():
-        line = line.strip()
-        if m := EDGE.match(line):
-            parents.setdefault(m["dst"], []).append(m["src"])
-        elif m := NODE.match(line):
-            nodes.append(m["name"])
-    depth: dict[str, int] = {}
-
-    def level(node: str) -> int:
-        if node not in depth:
-            depth[node] = 1 + max((level(p) for p in parents.get(node, [])), default=-1)
-        return depth[node]
-
-    layers: dict[int, list[str]] = {}
-    for node in nodes:
-        layers.setdefault(level(node), []).append(node)
-    return [layers[i] for i in sorted(layers)]
-
-
-def slot_envs(slots: int, gpus: list[str]) -> list[dict[str, str]]:
-    """One environment per slot; with GPUs, slots are dealt round-robin (several slots may share a GPU)."""
-    envs = []
-    for i in range(slots):
-        env = dict(os.environ)
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
-        envs.append(env)
-    return envs
-
-
-def run_layer(stages: list[str], envs: list[dict[str, str]], log_dir: Path) -> list[str]:
-    """Run every stage through a pool of slots; return the stages that failed."""
-    free: queue.Queue[dict[str, str]] = queue.Queue()
-    for env in envs:
-        free.put(env)
-
-    def one(stage: str) -> str | None:
-        env = free.get()
-        try:
-            log = log_dir / f"{stage.replace('/', '_')}.log"
-            with open(log, "w") as out:
-                code = subprocess.call(
-                    ["dvc", "--wait-for-lock", "repro", "-s", stage],
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            gpu = env.get("CUDA_VISIBLE_DEVICES", "-")
-            print(f"  {'ok  ' if code == 0 else 'FAIL'} {stage} (gpu {gpu}, log {log})", flush=True)
-            return None if code == 0 else stage
-        finally:
-            free.put(env)
-
-    with ThreadPoolExecutor(max_workers=len(envs)) as pool:
-        return [s for s in pool.map(one, stages) if s is not None]
+        raise UserError(f"final `dvc repro` failed:\n{done.stderr.strip()}")
+    ran = re.findall(r"Running stage '([^']+)'", done.stdout)
+    if ran:
+        raise UserError(f"final `dvc repro` found stale stages and ran them itself: {', '.join(ran)}")
+    last_line = done.stdout.strip().rpartition("\n")[2]
+    print(f"final `dvc repro`: {last_line or 'nothing to do'}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--slots", type=int, default=2, help="items run at once (in total)")
-    parser.add_argument("--gpus", default="", help="comma-separated GPU ids dealt to the slots, e.g. 0,1")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="workers in all, one stage item each at a time"
+    )
+    parser.add_argument(
+        "--gpus", default="", help="local: comma-separated GPU ids dealt round-robin to the workers, e.g. 0,1"
+    )
+    parser.add_argument("--cluster", choices=CLUSTERS, default="local", help="where the workers run")
+    parser.add_argument(
+        "--cluster-config",
+        default=DEFAULT_CLUSTER_CONFIG,
+        help=f"batch-job settings for --cluster slurm|pbs (default {DEFAULT_CLUSTER_CONFIG})",
+    )
+    parser.add_argument("--queue", help="batch queue / partition (overrides the config)")
+    parser.add_argument("--account", help="account charged for the jobs (overrides the config)")
+    parser.add_argument("--walltime", help="per job, HH:MM:SS (overrides the config)")
+    parser.add_argument("--memory", help="per job, e.g. 64GiB (overrides the config)")
+    parser.add_argument("--gpus-per-job", type=int, help="GPUs of each batch job (overrides the config)")
     parser.add_argument("--log-dir", default=".cache/parallel", help="one log file per stage item")
-    parser.add_argument("--dry-run", action="store_true", help="print the stale items per layer and stop")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the items and what each waits for (and the job script)"
+    )
+
+
+def _repository_root() -> Path:
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    try:
+        return Path(Repo.find_root())
+    except NotDvcRepoError:
+        raise UserError(f"{Path.cwd()}: not inside a DVC repository (run from the checkout)") from None
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.slots < 1:
-        raise UserError(f"--slots: expected an integer >= 1, got {args.slots}")
-    envs = slot_envs(args.slots, [g for g in args.gpus.split(",") if g])
-    log_dir = Path(args.log_dir)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    for number, layer in enumerate(dag_layers(_dvc("dag", "--dot")), start=1):
-        stale = [s for s in layer if s in json.loads(_dvc("status", "--json") or "{}")]
-        print(f"layer {number}: {len(stale)} of {len(layer)} stale", flush=True)
-        if args.dry_run:
-            print("".join(f"  {s}\n" for s in stale), end="")
-            continue
-        failed = run_layer(stale, envs, log_dir)
-        if failed:
-            raise UserError(f"{len(failed)} stage item(s) failed: {', '.join(failed)} (logs in {log_dir}/)")
-    if not args.dry_run:
-        final = subprocess.run(["dvc", "repro"], capture_output=True, text=True)
-        sys.stdout.write(final.stdout)
-        if final.returncode != 0:
-            raise UserError(f"final `dvc repro` failed:\n{final.stderr.strip()}")
+    if args.workers < 1:
+        raise UserError(f"--workers: expected an integer >= 1, got {args.workers}")
+    if args.gpus and args.cluster != "local":
+        raise UserError("--gpus: only for --cluster local; batch jobs get their GPUs from gpus_per_job")
+    root = _repository_root()
+    settings = None
+    if args.cluster != "local":
+        flags = {name: getattr(args, name) for name in JOB_FLAGS}
+        settings = job_settings(args.cluster, root / args.cluster_config, flags)
+    items = plan(root)
+    print(f"{len(items)} stage item(s) to run", flush=True)
+    if args.dry_run:
+        for item, upstream in items.items():
+            print(f"  {item}" + (f"  (after {', '.join(upstream)})" if upstream else ""))
+        if settings is not None:
+            with batch_cluster(args.cluster, settings, root) as cluster:
+                print(cluster.job_script())
+        return
+    if items:
+        from distributed import Client
+
+        log_dir = (root / args.log_dir).resolve()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        cluster, deal = start_cluster(args, settings, root)
+        with cluster, Client(cluster) as client:
+            print(f"dask dashboard: {dashboard(client)}", flush=True)
+            outcomes = execute(client, items, root, log_dir, deal)
+        print(outcomes.summary(), flush=True)
+        if outcomes.failed:
+            raise UserError(
+                f"{len(outcomes.failed)} stage item(s) failed and {len(outcomes.skipped)} were skipped; "
+                "fix the failure and run again: only what is still stale will run"
+            )
+    final_repro(root)

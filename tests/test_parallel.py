@@ -1,0 +1,238 @@
+"""`rsckd parallel` on small generated DVC projects whose stages sleep for known times.
+
+Each stage appends its start and end times to ``events.jsonl``, so the tests assert ordering facts (what
+started before what ended), never wall-clock thresholds. The whole default DAG through the executor is in
+``test_pipeline.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from repo_copy import ROOT, run
+from rsckd.errors import UserError
+from rsckd.parallel import GpuDeal, downstream_counts, job_settings
+
+STAGE_SCRIPT = """\
+import json, sys, time
+from pathlib import Path
+
+name, seconds = sys.argv[1], float(sys.argv[2])
+start = time.time()
+time.sleep(seconds)
+if Path(name + ".broken").exists():
+    sys.exit(name + ": broken on purpose")
+Path(name + ".txt").write_text(name + "\\n")
+with open("events.jsonl", "a") as events:
+    events.write(json.dumps({"stage": name, "start": start, "end": time.time()}) + "\\n")
+"""
+
+
+def sleep_project(root: Path, stages: dict[str, tuple[float, list[str]]]) -> Path:
+    """A DVC project: stage ``name`` sleeps ``seconds``, reads its upstream outputs, writes its own."""
+    root.mkdir(parents=True)
+    (root / "stage.py").write_text(STAGE_SCRIPT)
+    spec = {
+        name: {
+            "cmd": f"python stage.py {name} {seconds}",
+            "deps": ["stage.py", *(f"{up}.txt" for up in upstream)],
+            "outs": [f"{name}.txt"],
+        }
+        for name, (seconds, upstream) in stages.items()
+    }
+    (root / "dvc.yaml").write_text(json.dumps({"stages": spec}, indent=1))
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+        run(cmd, root)
+    return root
+
+
+def rsckd_parallel(project: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        ["rsckd", "parallel", *args], cwd=project, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def events(project: Path) -> dict[str, list[dict]]:
+    runs: dict[str, list[dict]] = {}
+    for line in (project / "events.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        runs.setdefault(event["stage"], []).append(event)
+    return runs
+
+
+def summary(stdout: str) -> dict[str, set[str]]:
+    """The items of the run's closing summary, by outcome."""
+    found: dict[str, set[str]] = {"done": set(), "failed": set(), "skipped": set()}
+    for line in stdout.splitlines():
+        words = line.split()
+        if line.startswith("  ") and len(words) > 1 and words[0] in found:
+            found[words[0]].add(words[1])
+    return found
+
+
+def layers(stages: dict[str, tuple[float, list[str]]]) -> dict[str, int]:
+    """Longest-path level of each stage: the layer a layer-by-layer runner would put it in."""
+    level: dict[str, int] = {}
+
+    def of(name: str) -> int:
+        if name not in level:
+            level[name] = 1 + max((of(up) for up in stages[name][1]), default=-1)
+        return level[name]
+
+    return {name: of(name) for name in stages}
+
+
+def test_a_stage_starts_when_its_own_upstream_is_done_not_its_layer(tmp_path):
+    stages = {
+        "slow": (15, []),
+        "fast": (1, []),
+        "after_fast": (1, ["fast"]),
+        "last": (0, ["slow", "after_fast"]),
+    }
+    project = sleep_project(tmp_path / "p", stages)
+    done = rsckd_parallel(project, "--workers", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert summary(done.stdout)["done"] == set(stages)
+    runs = {name: only for name, (only,) in events(project).items()}
+
+    # a layered runner starts after_fast only once its whole previous layer (slow included) has ended
+    assert layers(stages)["after_fast"] > layers(stages)["slow"]
+    assert runs["after_fast"]["start"] < runs["slow"]["end"]
+    assert runs["slow"]["start"] < runs["fast"]["end"]  # two workers: the two roots overlap
+    assert runs["last"]["start"] > max(runs["slow"]["end"], runs["after_fast"]["end"])
+    assert "Running stage" not in run(["dvc", "repro"], project)
+
+
+def test_a_failed_item_skips_exactly_its_downstream_and_a_rerun_runs_only_what_is_stale(tmp_path):
+    stages = {
+        "ok_a": (0, []),
+        "ok_b": (0, ["ok_a"]),
+        "bad": (0, []),
+        "after_bad": (0, ["bad"]),
+        "after_after_bad": (0, ["after_bad"]),
+        "joined": (0, ["ok_a", "bad"]),
+    }
+    project = sleep_project(tmp_path / "p", stages)
+    (project / "bad.broken").touch()
+    failed = rsckd_parallel(project, "--workers", "2")
+    assert failed.returncode == 2, failed.stdout + failed.stderr
+    assert "1 stage item(s) failed" in failed.stderr
+    assert summary(failed.stdout) == {
+        "done": {"ok_a", "ok_b"},
+        "failed": {"bad"},
+        "skipped": {"after_bad", "after_after_bad", "joined"},
+    }
+    assert "broken on purpose" in (project / ".cache/parallel/bad.log").read_text()
+    assert set(events(project)) == {"ok_a", "ok_b"}
+
+    (project / "bad.broken").unlink()
+    again = rsckd_parallel(project, "--workers", "2")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert summary(again.stdout)["done"] == {"bad", "after_bad", "after_after_bad", "joined"}
+    assert {name: len(r) for name, r in events(project).items()} == dict.fromkeys(stages, 1)
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], project)
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory) -> Path:
+    return sleep_project(tmp_path_factory.mktemp("tiny") / "p", {"one": (0, [])})
+
+
+def test_slurm_job_script_holds_the_requested_resources(tiny_project):
+    flags = ["--queue", "gpu-long", "--account", "proj42", "--walltime", "02:30:00", "--memory", "48GiB"]
+    cluster = ["--cluster", "slurm", "--cluster-config", str(ROOT / "configs/cluster.yaml")]
+    done = rsckd_parallel(tiny_project, *cluster, *flags, "--gpus-per-job", "2", "--dry-run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    script = done.stdout
+    for line in (
+        "#SBATCH -p gpu-long",
+        "#SBATCH -A proj42",
+        "#SBATCH -t 02:30:00",
+        "#SBATCH --mem=48G",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --gres=gpu:2",
+        f"cd {tiny_project}",
+        "--nthreads 1 ",
+        "--nworkers 2 ",
+    ):
+        assert line in script, f"{line!r} not in the job script:\n{script}"
+    assert "  one\n" in script  # the dry run also lists the stale items
+
+
+def test_pbs_job_script_asks_for_gpus_in_its_select_statement(tiny_project):
+    cluster = ["--cluster", "pbs", "--cluster-config", str(ROOT / "configs/cluster.yaml")]
+    done = rsckd_parallel(tiny_project, *cluster, "--queue", "gpuq", "--dry-run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "#PBS -q gpuq" in done.stdout
+    assert "#PBS -l select=1:ncpus=8:ngpus=1:mem=" in done.stdout
+    assert "#PBS -l walltime=24:00:00" in done.stdout
+
+
+def cluster_config(tmp_path: Path, **changes) -> Path:
+    text = (ROOT / "configs/cluster.yaml").read_text()
+    for key, value in changes.items():
+        text = text.replace(f"\n  {key}:", f"\n  {key}: {value} #", 1)
+    path = tmp_path / "cluster.yaml"
+    path.write_text(text)
+    return path
+
+
+NO_FLAGS = dict.fromkeys(("queue", "account", "walltime", "memory", "gpus_per_job"))
+
+
+@pytest.mark.parametrize(
+    "changes, flags, message",
+    [
+        ({"walltime": "2h"}, {}, "cluster.yaml: slurm.walltime: expected a walltime HH:MM:SS"),
+        ({"gpus_per_job": 0}, {}, "cluster.yaml: slurm.gpus_per_job: expected an integer >= 1"),
+        ({"directives": "--exclusive"}, {}, "cluster.yaml: slurm.directives: expected a list"),
+        ({}, {"memory": "lots"}, "flags: --memory: expected an amount of memory such as 64GiB, got 'lots'"),
+    ],
+)
+def test_bad_cluster_settings_name_the_key_and_the_expected_value(tmp_path, changes, flags, message):
+    with pytest.raises(UserError, match=message.replace(".", r"\.")) as err:
+        job_settings("slurm", cluster_config(tmp_path, **changes), {**NO_FLAGS, **flags})
+    assert "\n" not in str(err.value)
+
+
+def test_cluster_config_rejects_unknown_and_missing_keys(tmp_path):
+    path = tmp_path / "cluster.yaml"
+    path.write_text("slurm:\n  queue: gpu\n  partition: a100\n")
+    with pytest.raises(UserError, match=r"slurm\.partition: unknown key; expected one of queue, account"):
+        job_settings("slurm", path, NO_FLAGS)
+    with pytest.raises(UserError, match=r"pbs: missing; expected a mapping of queue, account"):
+        job_settings("pbs", path, NO_FLAGS)
+
+
+def test_bad_worker_count_is_one_clear_error(tiny_project):
+    done = rsckd_parallel(tiny_project, "--workers", "0")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: --workers: expected an integer >= 1, got 0"
+
+
+def test_items_that_unblock_more_of_the_graph_come_first():
+    items = {
+        "teacher": [],
+        "ensemble": ["teacher"],
+        "student": ["ensemble"],
+        "table2": [],
+        "report": ["table2"],
+    }
+    assert downstream_counts(items) == {"teacher": 2, "ensemble": 1, "student": 0, "table2": 1, "report": 0}
+
+
+def test_gpus_are_dealt_round_robin_over_the_workers_of_a_machine_or_a_job(monkeypatch):
+    local = GpuDeal(("0", "1"))
+    assert [local.gpu(worker) for worker in range(5)] == ["0", "1", "0", "1", "0"]
+    assert GpuDeal(()).gpu(3) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # what the batch system gave the job
+    two_per_job = GpuDeal(None, slots_per_job=2)
+    assert [two_per_job.gpu(f"SLURMCluster-7-{i}") for i in range(2)] == ["3", "5"]
+    assert GpuDeal(None, slots_per_job=1).gpu("SLURMCluster-7") == "3"
