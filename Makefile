@@ -48,7 +48,7 @@ parallel: $(STAMP)  ## SLOTS=4 GPUS=0,1 make parallel
 bench-features: $(STAMP)
 	python benchmarks/prepare_features.py
 
-bench-train: $(STAMP)
+bench-train: $(STAMP)  ## training samples/s per runtime.compile mode: full-size BTS on a GPU, tiny on a CPU
 	python benchmarks/train_throughput.py
 
 bench-kernels: $(STAMP)  ## after make repro: what runtime.cpu_kernels: portable costs per architecture
