@@ -48,7 +48,7 @@ parallel: $(STAMP)  ## WORKERS=4 GPUS=0,1 make parallel; CLUSTER=slurm WORKERS=1
 bench-features: $(STAMP)
 	python benchmarks/prepare_features.py
 
-bench-train: $(STAMP)
+bench-train: $(STAMP)  ## training samples/s per runtime.compile mode: full-size BTS on a GPU, tiny on a CPU
 	python benchmarks/train_throughput.py
 
 bench-parallel: $(STAMP)  ## serial `dvc repro` vs rsckd parallel on 1 and 2 workers, each in a fresh clone

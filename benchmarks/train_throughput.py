@@ -1,12 +1,13 @@
 """Training and evaluation throughput of BTS with the real training step, on random data.
 
-Builds BTS with random weights (``--size full``: the paper's model on 1001x64 CLAP features; ``--size
-tiny``: the default profile's model on 201x16, for a CPU smoke check), then times ``loop.train_epoch``
-(hard and soft targets) and ``loop.predict``. Prints training samples/s, ms/step, evaluation samples/s and
-peak GPU memory.
+For every ``runtime.compile`` mode (off: eager; default: inductor; reduce-overhead: inductor replayed as
+CUDA graphs, GPU only), batch size and target kind (hard labels, soft labels), builds BTS with random
+weights, times ``loop.train_epoch`` after two warm-up steps (which include compiling), then ``loop.predict``.
+Prints training samples/s, ms/step, the ratio to the reference loop (35.2 samples/s for full-size BTS at
+batch 8 on an H100), evaluation samples/s, warm-up seconds and peak GPU memory.
 
-    python benchmarks/train_throughput.py                          # full size, GPU
-    python benchmarks/train_throughput.py --size tiny --steps 3    # CPU smoke check
+    python benchmarks/train_throughput.py      # = make bench-train: full size on a GPU, tiny on a CPU
+    python benchmarks/train_throughput.py --modes off --batch-sizes 8 --steps 3
 """
 
 from __future__ import annotations
@@ -23,16 +24,21 @@ from rsckd.models import build_model, build_tokenizer, tokenize
 from rsckd.training.loop import (
     Cycles,
     RunData,
+    TrainStep,
+    compiled,
+    make_optimizer,
     pick_device,
     predict,
     seed_everything,
     stream_generator,
     train_epoch,
 )
-from rsckd.training.protocol import StepAverage
+from rsckd.training.protocol import average_as_lr_scale
 from rsckd.training.targets import Targets
 
 SHAPES = {"full": (1001, 64), "tiny": (201, 16)}
+REFERENCE_SAMPLES_S = 35.2  # the reference's loop, full-size BTS, batch 8, H100
+WARM_UP_STEPS = 2
 
 
 def prompts() -> list[str]:
@@ -49,28 +55,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--size", choices=SHAPES, default="full")
+    parser.add_argument("--size", choices=SHAPES, help="default: full on cuda, tiny on cpu")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=50, help="timed training steps per target kind")
-    parser.add_argument("--eval-batch", type=int, default=None, help="default: 256 on cuda, 64 on cpu")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--modes", nargs="+", choices=("off", "default", "reduce-overhead"))
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[8, 32])
+    parser.add_argument("--steps", type=int, help="timed steps per row (default: 50 on cuda, 5 on cpu)")
+    parser.add_argument("--eval-batch", type=int, help="default: 256 on cuda, 64 on cpu")
     parser.add_argument("--cpu-kernels", choices=("native", "portable"), default="native")
     args = parser.parse_args()
 
     device = pick_device(args.device)
+    cuda = device.type == "cuda"
     seed_everything(0, device, {"threads": torch.get_num_threads(), "cpu_kernels": args.cpu_kernels})
-    t, f = SHAPES[args.size]
-    cfg = {"size": args.size, "pretrained": None, "max_text_length": 64}
+    size = args.size or ("full" if cuda else "tiny")
+    modes = args.modes or (["off", "default", "reduce-overhead"] if cuda else ["off", "default"])
+    n_timed = args.steps or (50 if cuda else 5)
+    eval_bs = args.eval_batch or (256 if cuda else 64)
+    t, f = SHAPES[size]
+    cfg = {"size": size, "pretrained": None, "max_text_length": 64}
     texts = prompts()
     tokenizer = build_tokenizer(cfg, texts)
     ids, mask = tokenize(tokenizer, texts, cfg["max_text_length"])
-    model = build_model("bts", cfg, (t, f), tokenizer=tokenizer).to(device)
-    fn = torch.compile(model) if args.compile else model
-
-    bs, n_timed = args.batch_size, args.steps
-    n = bs * (n_timed + 2)  # two untimed warm-up steps
     rng = np.random.default_rng(0)
+    n = max(args.batch_sizes) * (n_timed + WARM_UP_STEPS)
     labels = rng.integers(0, 4, n)
     data = RunData(
         features=rng.normal(-40.0, 15.0, (n, t, f)).astype(np.float32),
@@ -84,62 +91,59 @@ def main() -> None:
         tokens=(ids.to(device), mask.to(device)),
     )
     cycles = Cycles(data, np.arange(n), device)
-    soft = Targets("mean", labels, rng.normal(size=(5, n, 4)).astype(np.float32))
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=1e-5, weight_decay=1e-6, fused=device.type == "cuda" or None
+    targets = {
+        "hard": data.targets,
+        "soft": Targets("mean", labels, rng.normal(size=(5, n, 4)).astype(np.float32)),
+    }
+    name = torch.cuda.get_device_name(device) if cuda else "cpu"
+    print(f"bts {size}: features {t}x{f}, device {device} ({name}), {n_timed} timed steps per row")
+    print(f"reference loop: {REFERENCE_SAMPLES_S} samples/s (full-size BTS, batch 8, H100)")
+    if not cuda:
+        print("reduce-overhead replays CUDA graphs, which need a GPU: left out on this device")
+    print(
+        f"{'mode':<16} {'batch':>5} {'target':>6} {'train/s':>9} {'ms/step':>8} {'x ref':>6} "
+        f"{'eval/s':>9} {'warm-up s':>9} {'peak GiB':>8}"
     )
-    averager = StepAverage(model, 0.5)
-    train_cfg = {"batch_size": bs, "drop_last": True, "specaugment": None}
-    rows = torch.arange(n, device=device)
-    print(f"bts {args.size}: features {t}x{f}, batch {bs}, device {device}, compile {args.compile}")
-    for name, targets in (("hard", data.targets), ("soft", soft)):
-        target_t = torch.from_numpy(targets.for_epoch(1)).to(device)
-        warm, timed = rows[: 2 * bs], rows[2 * bs :]
-        train_epoch(
-            model,
-            fn,
-            optimizer,
-            averager,
-            cycles,
-            warm,
-            target_t,
-            None,
-            train_cfg,
-            stream_generator(0, 0, 0),
-            None,
-        )
-        sync(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        loss, _, steps = train_epoch(
-            model,
-            fn,
-            optimizer,
-            averager,
-            cycles,
-            timed,
-            target_t,
-            None,
-            train_cfg,
-            stream_generator(0, 1, 0),
-            None,
-        )
-        float(loss)  # waits for the device
-        train_s = time.perf_counter() - start
-        peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-        eval_bs = args.eval_batch or (256 if device.type == "cuda" else 64)
-        predict(model, fn, cycles, eval_bs)
-        sync(device)
-        start = time.perf_counter()
-        predict(model, fn, cycles, eval_bs)
-        sync(device)
-        eval_s = time.perf_counter() - start
-        print(
-            f"{name:>4}: train {steps * bs / train_s:8.1f} samples/s "
-            f"({1000 * train_s / steps:7.1f} ms/step) | "
-            f"eval {n / eval_s:8.1f} samples/s (batch {eval_bs}) | peak GPU memory {peak:.2f} GiB"
-        )
+    for mode, bs in itertools.product(modes, args.batch_sizes):
+        torch._dynamo.reset()
+        torch.manual_seed(0)
+        model = build_model("bts", cfg, (t, f), tokenizer=tokenizer).to(device)
+        optimizer, lr = make_optimizer(model, 1e-6, device)
+        lr.fill_(5e-5 * average_as_lr_scale(model, 0.5))
+        step = TrainStep(model, optimizer, None, mode)
+        train_cfg = {"batch_size": bs, "drop_last": True, "specaugment": None}
+        rows = torch.arange(bs * (n_timed + WARM_UP_STEPS), device=device)
+        warm, timed = rows[: WARM_UP_STEPS * bs], rows[WARM_UP_STEPS * bs :]
+        for kind, target in targets.items():
+            target_t = torch.from_numpy(target.for_epoch(1)).to(device)
+            start = time.perf_counter()
+            train_epoch(step, cycles, warm, target_t, train_cfg, stream_generator(0, 0, 0), None)
+            sync(device)
+            warm_s = time.perf_counter() - start
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            loss, _, steps = train_epoch(
+                step, cycles, timed, target_t, train_cfg, stream_generator(0, 1, 0), None
+            )
+            float(loss)  # waits for the device
+            train_s = time.perf_counter() - start
+            peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+            eval_text = ""
+            if kind == "hard" and bs == args.batch_sizes[0]:  # evaluation depends on neither
+                fn = compiled(model, mode)
+                predict(model, fn, cycles, eval_bs)
+                sync(device)
+                start = time.perf_counter()
+                predict(model, fn, cycles, eval_bs)
+                sync(device)
+                eval_text = f"{n / (time.perf_counter() - start):9.1f}"
+            samples_s = steps * bs / train_s
+            print(
+                f"{mode:<16} {bs:>5} {kind:>6} {samples_s:9.1f} {1000 * train_s / steps:8.1f} "
+                f"{samples_s / REFERENCE_SAMPLES_S:6.1f} {eval_text:>9} {warm_s:9.1f} {peak:8.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

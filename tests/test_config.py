@@ -52,6 +52,9 @@ def test_default_and_paper_profiles_are_valid():
         ("second_gen.k", 2, "second_gen: (k, method) must be a cell of the distillation sweep"),
         ("data.val_fraction", 1.5, "data.val_fraction: expected a number >= 0 and <= 0.9"),
         ("features.clap.f_max", 9000.0, "features.clap.f_max: expected f_min < f_max <= sample_rate / 2"),
+        ("runtime.compile", "max-autotune", "runtime.compile: expected one of off, default, reduce-overhead"),
+        ("runtime.compile", True, "runtime.compile: expected one of off, default, reduce-overhead, got True"),
+        ("runtime.checkpoint_minutes", -1, "runtime.checkpoint_minutes: expected a number >= 0"),
     ],
 )
 def test_bad_values_name_the_key(path, value, message):
@@ -65,6 +68,13 @@ def test_val_selection_needs_a_validation_split():
     params["train"]["cnn6"]["select"] = "val"
     with pytest.raises(UserError, match="train.cnn6.select: 'val' needs a validation split"):
         validate(params)
+
+
+def test_compile_off_may_be_written_bare():
+    """YAML (and `dvc exp run -S runtime.compile=off`) read a bare off as false."""
+    assert yaml.safe_load("compile: off")["compile"] is False
+    assert validate(edited("runtime.compile", False))["runtime"]["compile"] == "off"
+    assert validate(DEFAULT)["runtime"]["compile"] == "off"
 
 
 def test_numbers_written_as_yaml_strings_are_accepted():

@@ -126,7 +126,7 @@ def fails_cleanly(
 def write_params(path: Path, **changes: Any) -> Path:
     """params.yaml of the repository with ``a__b__c=value`` changes (DELETE removes a key)."""
     params = copy.deepcopy(BASE_PARAMS)
-    params["runtime"] = {"device": "cpu", "threads": 1, "cpu_kernels": "native"}
+    params["runtime"].update(device="cpu", threads=1, cpu_kernels="native")
     for arch in params["train"]:
         params["train"][arch].update(epochs=2, batch_size=8)
     for key, value in changes.items():

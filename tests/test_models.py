@@ -56,6 +56,23 @@ def test_tiny_model_trains(arch):
     assert count_parameters(model) < 300_000
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bts_4d_text_mask_gives_the_2d_mask_logits(dtype, monkeypatch):
+    """BTS hands the text tower a 4-D additive mask (no host sync); transformers' own 2-D path agrees."""
+    from rsckd.models import bts
+
+    model, tok, shape = build("bts")
+    model = model.to(dtype).eval()
+    x = torch.randn(4, *shape, dtype=dtype) * 20 - 50
+    ids, mask = tokenize(tok, [PROMPTS[0], "This sound was recorded.", PROMPTS[1], "A"], 64)
+    assert not mask.all()  # there is padding to mask
+    with torch.no_grad():
+        four_d = model(x, ids, mask)
+        monkeypatch.setattr(bts, "additive_attention_mask", lambda mask, dtype: mask)
+        two_d = model(x, ids, mask)
+    assert torch.equal(four_d, two_d)
+
+
 def test_full_configs_build_offline_and_run():
     """Paper sizes with random weights, batch 1 (the slow test: ~150 M + 86 M parameters on CPU)."""
     expected = {  # parameters in millions

@@ -1,6 +1,8 @@
-"""End-to-end training runs on a tiny fixture: outputs, determinism, resume, failures, soft targets."""
+"""End-to-end training runs on a tiny fixture: outputs, determinism, resume, failures, soft targets; the
+training step: no host reads inside an epoch, compiled without graph breaks and equal to the eager step."""
 
 import json
+import traceback
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -8,13 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from rsckd.cli import main as cli_main
 from rsckd.config import load_params
 from rsckd.errors import UserError
 from rsckd.evaluation.icbhi_score import icbhi_scores
+from rsckd.models import build_model, build_tokenizer, tokenize
+from rsckd.training import loop
 from rsckd.training.artifacts import CURVES, HISTORY_COLUMNS, load_run
 from rsckd.training.run import train_run
+from rsckd.training.specaugment import draw_masks
+from rsckd.training.targets import Targets
 from run_fixtures import cycle_table, learnable_features
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +70,7 @@ def ws(tmp_path, monkeypatch):
         features[kind] = d
     params = load_params(REPO / "params.yaml")
     # one thread: fast on a busy shared machine; native kernels: this process has already run torch kernels
-    params["runtime"] = {"device": "cpu", "threads": 1, "cpu_kernels": "native"}
+    params["runtime"].update(device="cpu", threads=1, cpu_kernels="native")
     for arch in params["train"]:
         params["train"][arch].update(epochs=3, batch_size=16)
     return SimpleNamespace(
@@ -261,3 +268,188 @@ def test_cli_flag_errors(ws, capsys):
     assert "--ablation chooses" in capsys.readouterr().err
     assert cli_main([*base, "--target", "mean"]) == 2
     assert "needs --soft" in capsys.readouterr().err
+
+
+def test_checkpoints_are_spaced_by_wall_time_and_keep_their_key(ws, capsys):
+    ws.params["train"]["bts"]["select"] = "last"  # the selected epoch is always the checkpoint's own
+    reference = _bytes(*_run(ws, "a")[:2])
+    ws.params["runtime"]["checkpoint_minutes"] = 30.0
+    with pytest.raises(Interrupt):
+        _run(ws, "b", epoch_hook=_interrupt_after(2))
+    assert _resume_files(ws) == []  # no 30 minutes passed: nothing saved
+    ws.params["runtime"]["checkpoint_minutes"] = 0.0
+    with pytest.raises(Interrupt):
+        _run(ws, "b", epoch_hook=_interrupt_after(2))
+    [checkpoint] = _resume_files(ws)
+    best = torch.load(checkpoint, weights_only=True)["best"]
+    assert best["epoch"] == 2 and best["state"] is None  # its weights are the model's: not saved twice
+    ws.params["runtime"]["checkpoint_minutes"] = 30.0  # when to save is not part of the run's identity
+    capsys.readouterr()
+    assert _bytes(*_run(ws, "b")[:2]) == reference
+    assert "resuming after epoch 2" in capsys.readouterr().err
+
+
+HOST_READS = {  # ops that make the host wait for a value computed on the device
+    torch.ops.aten._local_scalar_dense,  # .item(), bool(), int(), float() of a tensor
+    torch.ops.aten.is_nonzero,
+    torch.ops.aten.equal,
+    torch.ops.aten.nonzero,  # output shapes that depend on values
+    torch.ops.aten.masked_select,
+    torch.ops.aten._unique2,
+    torch.ops.aten.unique_consecutive,
+    torch.ops.aten.unique_dim,
+}
+
+
+class HostReads(TorchDispatchMode):
+    """Records, with a stack, every op that would make the host wait for the device (boolean-mask
+    indexing included); works on CPU, where nothing actually waits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        bool_index = func is torch.ops.aten.index.Tensor and any(
+            i is not None and i.dtype == torch.bool for i in args[1]
+        )
+        if func.overloadpacket in HOST_READS or bool_index:
+            self.reads.append(f"{func}\n" + "".join(traceback.format_stack(limit=12)[:-1]))
+        return func(*args, **(kwargs or {}))
+
+
+def _epoch_inputs(arch, target="hard", compile_mode="off"):
+    """What ``loop.train`` builds for one epoch, on a tiny model: (step, cycles, rows, targets, cfg)."""
+    kind = "clap" if arch in ("bts", "audio_clap") else "fbank"
+    params = load_params(REPO / "params.yaml")
+    model_cfg, cfg = params["models"][arch], params["train"][arch]
+    table = _table()
+    labels = table["label"].to_numpy().astype(np.int64)
+    tokenizer = tokens = prompt_index = None
+    if arch == "bts":
+        prompts, prompt_index = np.unique(table["prompt"].to_numpy().astype(str), return_inverse=True)
+        tokenizer = build_tokenizer(model_cfg, prompts.tolist())
+        tokens = tokenize(tokenizer, prompts.tolist(), model_cfg["max_text_length"])
+    torch.manual_seed(0)
+    model = build_model(arch, model_cfg, SHAPES[kind], tokenizer=tokenizer)
+    rows = np.arange(N_FIT)
+    soft = (
+        np.random.default_rng(1).normal(size=(3, N_FIT, 4)).astype(np.float32) if target != "hard" else None
+    )
+    data = loop.RunData(
+        features=_features(labels, np.random.default_rng(0), SHAPES[kind]),
+        labels=labels,
+        train_rows=rows,
+        fit_rows=rows,
+        val_rows=rows[:0],
+        test_rows=rows,
+        targets=Targets(target, labels[rows], soft),
+        prompt_index=prompt_index,
+        tokens=tokens,
+    )
+    device = torch.device("cpu")
+    optimizer, lr = loop.make_optimizer(model, cfg["weight_decay"], device)
+    lr.fill_(cfg["lr"])
+    weight = torch.ones(4) if data.targets.hard else None
+    step = loop.TrainStep(model, optimizer, weight, compile_mode)
+    cycles = loop.Cycles(data, rows, device)
+    targets = torch.from_numpy(data.targets.for_epoch(1))
+    return step, cycles, torch.arange(N_FIT), targets, cfg
+
+
+def _epoch(step, cycles, rows, targets, cfg):
+    augment = loop.stream_generator(1, 1, loop.AUGMENT) if cfg["specaugment"] else None
+    return loop.train_epoch(
+        step, cycles, rows, targets, cfg, loop.stream_generator(1, 1, loop.SHUFFLE), augment
+    )
+
+
+@pytest.mark.parametrize(("arch", "target"), [("bts", "hard"), ("cnn6", "mean")])
+def test_an_epoch_never_waits_for_the_device(arch, target, one_thread):
+    """Training steps (SpecAugment, class weights or soft targets, fused Adam) and batched evaluation ask
+    the device for no value: on a GPU the host runs ahead and the step can be a CUDA graph."""
+    step, cycles, rows, targets, cfg = _epoch_inputs(arch, target)
+    assert (cfg["specaugment"] is not None) == (arch == "cnn6")
+    with HostReads() as watch:
+        _epoch(step, cycles, rows, targets, cfg)
+        loop.predict(step.model, step.model, cycles, 64)
+    assert watch.reads == [], watch.reads[0]
+
+
+def test_host_read_watch_sees_the_2d_text_mask(one_thread, monkeypatch):
+    """The watch is not blind: the text tower's own 2-D mask path asks ``mask.all()`` on every forward."""
+    from rsckd.models import bts
+
+    monkeypatch.setattr(bts, "additive_attention_mask", lambda mask, dtype: mask)
+    step, cycles, rows, targets, cfg = _epoch_inputs("bts")
+    with HostReads() as watch:
+        _epoch(step, cycles, rows, targets, cfg)
+    assert watch.reads and all("masking_utils" in read for read in watch.reads)
+
+
+@pytest.fixture
+def fresh_dynamo():
+    """Compiled code caches live in the process: start and end each compile test without them."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _masks(cfg, n, shape):
+    """SpecAugment masks of ``n`` samples if the block has SpecAugment, else none."""
+    if cfg["specaugment"] is None:
+        return None, None
+    return draw_masks(n, shape, cfg["specaugment"], torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("arch", ["bts", "audio_clap", "ast"])
+def test_step_and_evaluation_compile_without_graph_breaks(arch, one_thread, fresh_dynamo):
+    step, cycles, rows, targets, cfg = _epoch_inputs(arch)
+    idx = rows[: cfg["batch_size"]]
+    x, ids, mask = cycles.batch(idx)
+    train = torch._dynamo.explain(step.eager)(x, ids, mask, targets[idx], *_masks(cfg, len(idx), x.shape[1:]))
+    step.model.eval()
+    with torch.no_grad():
+        evaluate = torch._dynamo.explain(loop.forward)(step.model, x, ids, mask)
+    for explained in (train, evaluate):
+        assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
+COMPILED_RTOL = 1e-5  # measured: below 3e-7 (float32 rounding)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["bts", "audio_clap", "ast"])
+def test_compiled_step_gives_the_eager_losses(arch, one_thread, fresh_dynamo):
+    """Inductor's training step against the eager one over 3 steps (inductor draws its random numbers as
+    eager does, so the dropout masks match)."""
+    losses = {}
+    for mode in ("off", "default"):
+        step, cycles, rows, targets, cfg = _epoch_inputs(arch, compile_mode=mode)
+        masks = _masks(cfg, 12, tuple(cycles.x.shape[1:]))
+        losses[mode] = []
+        torch.manual_seed(3)
+        with torch._inductor.config.patch(fallback_random=True):
+            for b in (slice(0, 4), slice(4, 8), slice(8, 12)):
+                time_mask, freq_mask = (m if m is None else m[b] for m in masks)
+                losses[mode].append(step(4, *cycles.batch(rows[b]), targets[b], time_mask, freq_mask))
+    torch.testing.assert_close(
+        torch.stack(losses["default"]), torch.stack(losses["off"]), rtol=COMPILED_RTOL, atol=0
+    )
+
+
+@pytest.mark.slow
+def test_compiled_run_matches_the_eager_run(ws, fresh_dynamo):
+    """``runtime.compile: default`` through a whole AST run (SpecAugment masks inside the compiled step,
+    class weights, padded evaluation batches; AST has no dropout) gives the eager run's history and logits."""
+    ws.params["train"]["ast"].update(epochs=2)
+    eager, _, _ = _run(ws, "eager", arch="ast")
+    ws.params["runtime"]["compile"] = "default"
+    compiled, _, _ = _run(ws, "compiled", arch="ast")
+    histories = [pd.read_csv(out / "history.csv") for out in (eager, compiled)]
+    for column in ("train_loss", "test_loss"):
+        np.testing.assert_allclose(histories[1][column], histories[0][column], rtol=COMPILED_RTOL)
+    for name in ("logits_train.npy", "logits_test.npy"):
+        np.testing.assert_allclose(
+            np.load(compiled / name), np.load(eager / name), rtol=COMPILED_RTOL, atol=1e-5
+        )

@@ -21,6 +21,7 @@ ARCHS = ("bts", "audio_clap", "ast", "cnn6", "resnet18", "efficientnet_b0")
 METHODS = ("mean", "random")
 TARGETS = ("hard", "mean", "random", "noise_var", "noise_teacher_var", "raw_logits")
 ABLATIONS = ("noise_var", "noise_teacher_var", "single_teacher", "curated", "raw_logits")
+COMPILE_MODES = ("off", "default", "reduce-overhead")
 
 Check = Callable[[str, Any], Any]
 
@@ -83,6 +84,11 @@ def choice(*options: str) -> Check:
         return v
 
     return check
+
+
+def compile_mode(key: str, v: Any) -> str:
+    """``runtime.compile``; YAML reads a bare ``off`` as false, which means off here too."""
+    return choice(*COMPILE_MODES)(key, "off" if v is False else v)
 
 
 def optional(inner: Check) -> Check:
@@ -205,6 +211,8 @@ SCHEMA: dict[str, Any] = {
         "device": choice("auto", "cpu", "cuda"),
         "threads": integer(1),
         "cpu_kernels": choice("portable", "native"),
+        "compile": compile_mode,
+        "checkpoint_minutes": number(0),
     },
     "teacher": {"arch": choice(*ARCHS), "seeds": unique_list(integer(0))},
     "ensemble": {"curate_by": choice("literature", "val")},

@@ -54,6 +54,15 @@ def check_text(cfg: dict[str, Any], text_config: Any, tokenizer: Any) -> None:
         )
 
 
+def additive_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, L) 1/0 token mask -> (B, 1, 1, L) additive mask: 0 where attended, the dtype's minimum on padding.
+
+    transformers uses a 4-D mask as it is; from a 2-D one it builds this same mask, but first asks
+    ``mask.all()`` in Python, a host synchronisation on every forward pass that also breaks a compiled graph.
+    """
+    return (attention_mask[:, None, None, :] == 0).to(dtype) * torch.finfo(dtype).min
+
+
 class BTS(RSCModel):
     uses_text = True
 
@@ -68,7 +77,8 @@ class BTS(RSCModel):
         if input_ids is None:
             raise ValueError("bts needs the prompt tokens (input_ids, attention_mask)")
         audio = self.clap.audio_model(input_features=x.unsqueeze(1)).pooler_output
-        text = self.clap.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        text_mask = additive_attention_mask(attention_mask, self.head.weight.dtype)
+        text = self.clap.text_model(input_ids=input_ids, attention_mask=text_mask).pooler_output
         audio = F.normalize(self.clap.audio_projection(audio), dim=-1)
         text = F.normalize(self.clap.text_projection(text), dim=-1)
         return self.head(torch.cat([text, audio], dim=-1))

@@ -1,15 +1,20 @@
 """The training loop of one run, in one file: data on the device, the epoch loop, evaluation, selection.
 
 Per epoch e = 1..E (reference-protocol section 5): set the cosine LR once, shuffle the training cycles
-with a generator seeded by (seed, e), build that epoch's targets, run Adam (coupled weight decay) steps
-with the reference step averaging, then evaluate the whole test split (and the val subset) and record one
-history row. The checkpoint kept for the run's logits is the one ``train.select`` picks; since a
-selection over a growing history only ever moves to the newest epoch, its weights are copied only when
-it does. After every epoch the full state goes to a resume checkpoint.
+with a generator seeded by (seed, e), build that epoch's targets (and SpecAugment masks), run Adam (coupled
+weight decay) steps with the reference step averaging expressed as a learning-rate and BatchNorm-momentum
+scale (``protocol.average_as_lr_scale``), then evaluate the whole test split (and the val subset) and
+record one history row. The checkpoint kept for the run's logits is the one ``train.select`` picks; since
+a selection over a growing history only ever moves to the newest epoch, its weights are copied only when
+it does. The full state goes to a resume checkpoint every ``runtime.checkpoint_minutes``.
 
-CPU and CUDA share this code. On CUDA the features live on the GPU and are indexed there, forward passes
-run under bf16 autocast, Adam is fused and nothing syncs with the host inside an epoch (losses and the
-non-finite check are accumulated on the device). On CPU the run is bit-reproducible.
+CPU and CUDA share this code. Features live on the training device and are indexed there, Adam is fused,
+and nothing syncs with the host inside an epoch: losses and the non-finite check accumulate on the device,
+the learning rate is a device tensor and the targets a persistent buffer, both refilled once per epoch
+(tests/test_training.py watches for host reads). On CUDA forward passes run under bf16 autocast.
+``runtime.compile`` compiles the step's forward pass and loss, and evaluation, with static shapes (a short
+last training batch runs uncompiled, evaluation pads its last batch), so ``reduce-overhead`` can replay
+them as CUDA graphs. On CPU an uncompiled run is bit-reproducible.
 """
 
 from __future__ import annotations
@@ -29,9 +34,9 @@ from tqdm import tqdm
 
 from rsckd.errors import UserError
 from rsckd.evaluation.icbhi_score import icbhi_scores
-from rsckd.training.protocol import StepAverage, cosine_lr, select_epochs
+from rsckd.training.protocol import average_as_lr_scale, cosine_lr, select_epochs
 from rsckd.training.resume import Checkpoints
-from rsckd.training.specaugment import spec_augment
+from rsckd.training.specaugment import apply_masks, draw_masks
 from rsckd.training.targets import Targets, class_weights, target_loss
 
 SHUFFLE, AUGMENT = 0, 1  # independent random streams per (seed, epoch)
@@ -146,15 +151,30 @@ def forward(
         return fn(x, ids, mask).float()
 
 
+def compiled(fn: Callable[..., torch.Tensor], mode: str) -> Callable[..., torch.Tensor]:
+    """``fn`` as ``runtime.compile`` asks: off runs it as it is; default compiles it (inductor);
+    reduce-overhead also replays it as CUDA graphs on a GPU. Shapes stay static (``dynamic=False``): each
+    batch shape is its own graph, never a dynamic-shape one that CUDA graphs could not capture."""
+    return fn if mode == "off" else torch.compile(fn, mode=mode, dynamic=False)
+
+
 @torch.no_grad()
 def predict(
     model: torch.nn.Module, fn: Callable[..., torch.Tensor], cycles: Cycles, batch_size: int
 ) -> torch.Tensor:
-    """(n, 4) float32 logits on the device, in row order."""
+    """(n, 4) float32 logits on the device, in row order.
+
+    Every batch has ``batch_size`` rows (the last is padded by repeating the last row, whose extra logits
+    are dropped), so a compiled ``fn`` sees one shape. In eval mode rows never interact."""
     model.eval()
-    out = torch.empty(cycles.n, 4, device=cycles.x.device)
-    for i in range(0, cycles.n, batch_size):
-        out[i : i + batch_size] = forward(fn, *cycles.batch(slice(i, i + batch_size)))
+    device = cycles.x.device
+    out = torch.empty(cycles.n, 4, device=device)
+    batches = torch.arange(math.ceil(cycles.n / batch_size) * batch_size, device=device)
+    batches = batches.clamp(max=cycles.n - 1).view(-1, batch_size)
+    for i, idx in enumerate(batches):
+        torch.compiler.cudagraph_mark_step_begin()
+        start = i * batch_size
+        out[start : start + batch_size] = forward(fn, *cycles.batch(idx))[: cycles.n - start]
     return out
 
 
@@ -170,15 +190,41 @@ def evaluate(logits: torch.Tensor, labels: np.ndarray) -> dict[str, float]:
     }
 
 
+class TrainStep:
+    """One optimiser step on a batch: SpecAugment masks, forward pass and loss (compiled as
+    ``runtime.compile`` says), backward, Adam."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        weight: torch.Tensor | None,
+        compile_mode: str,
+    ) -> None:
+        def batch_loss(x, ids, mask, target, time_mask, freq_mask):
+            if time_mask is not None:
+                x = apply_masks(x, time_mask, freq_mask)
+            return target_loss(forward(model, x, ids, mask), target, weight)
+
+        self.model, self.optimizer = model, optimizer
+        self.eager, self.compiled = batch_loss, compiled(batch_loss, compile_mode)
+
+    def __call__(self, batch_size: int, *inputs: torch.Tensor | None) -> torch.Tensor:
+        """The batch's loss (detached); a batch shorter than ``batch_size`` runs uncompiled."""
+        batch_loss = self.compiled if len(inputs[0]) == batch_size else self.eager
+        torch.compiler.cudagraph_mark_step_begin()
+        loss = batch_loss(*inputs)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+
 def train_epoch(
-    model: torch.nn.Module,
-    fn: Callable[..., torch.Tensor],
-    optimizer: torch.optim.Optimizer,
-    averager: StepAverage | None,
+    step: TrainStep,
     cycles: Cycles,
     rows: torch.Tensor,
     targets: torch.Tensor,
-    weight: torch.Tensor | None,
     cfg: dict[str, Any],
     shuffle: torch.Generator,
     augment: torch.Generator | None,
@@ -189,29 +235,36 @@ def train_epoch(
     Returns (mean loss, 1-based index of the first step with a non-finite loss or -1, steps), the first
     two as device tensors so the epoch never waits for the device.
     """
-    model.train()
+    step.model.train()
     bs = cfg["batch_size"]
     order = rows[torch.randperm(len(rows), generator=shuffle).to(rows.device)]
     steps = len(rows) // bs if cfg["drop_last"] else math.ceil(len(rows) / bs)
+    masks = (None, None)
+    if augment is not None:  # row j of the masks goes to the j-th sample of the epoch
+        masks = draw_masks(len(order), tuple(cycles.x.shape[1:]), cfg["specaugment"], augment)
     loss_sum = torch.zeros((), device=targets.device)
     first_bad = torch.full((), -1, dtype=torch.long, device=targets.device)
-    for step in tqdm(range(steps), desc=desc, file=sys.stderr, leave=False, mininterval=1.0):
-        idx = order[step * bs : (step + 1) * bs]
-        x, ids, mask = cycles.batch(idx)
-        if augment is not None:
-            x = spec_augment(x, cfg["specaugment"], augment)
-        if averager is not None:
-            averager.snapshot()
-        loss = target_loss(forward(fn, x, ids, mask), targets[idx], weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if averager is not None:
-            averager.apply()
-        loss = loss.detach()
+    for i in tqdm(range(steps), desc=desc, file=sys.stderr, leave=False, mininterval=1.0):
+        batch = slice(i * bs, (i + 1) * bs)
+        idx = order[batch]
+        time_mask, freq_mask = (m if m is None else m[batch] for m in masks)
+        loss = step(bs, *cycles.batch(idx), targets[idx], time_mask, freq_mask)
         loss_sum += loss
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step + 1, first_bad)
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), i + 1, first_bad)
     return loss_sum / max(steps, 1), first_bad, steps
+
+
+def make_optimizer(
+    model: torch.nn.Module, weight_decay: float, device: torch.device
+) -> tuple[torch.optim.Adam, torch.Tensor]:
+    """Fused Adam (coupled weight decay) over the trainable parameters, and its learning rate: a float32
+    tensor on the device, refilled in place, so a new rate neither recompiles nor re-captures anything.
+    Fused, the step counts stay on the device too (the unfused CPU Adam reads them with ``.item()``);
+    capturable on CUDA so the step may sit inside a CUDA graph."""
+    lr = torch.zeros((), device=device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    cuda = device.type == "cuda"
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True, capturable=cuda), lr
 
 
 def _state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -226,10 +279,10 @@ def train(
     device: torch.device,
     checkpoints: Checkpoints | None = None,
     epoch_hook: Callable[[int], None] | None = None,
-    compile_model: bool = False,
+    compile_mode: str = "off",
 ) -> RunResult:
     """Train ``model`` (already on ``device``) under the train.<arch> block ``cfg``; leaves it holding the
-    selected checkpoint's weights."""
+    selected checkpoint's weights (and its BatchNorm momenta scaled by ``average_as_lr_scale``)."""
     epochs, bs = cfg["epochs"], cfg["batch_size"]
     n_steps = len(data.fit_rows) // bs if cfg["drop_last"] else len(data.fit_rows)
     if n_steps == 0:
@@ -240,7 +293,7 @@ def train(
         raise UserError("train.select: 'val' needs validation rows (subset == val) in the cycle table")
     cuda = device.type == "cuda"
     eval_bs = 256 if cuda else 64
-    fn = torch.compile(model) if compile_model else model
+    fn = compiled(model, compile_mode)
 
     train_set, test_set = Cycles(data, data.train_rows, device), Cycles(data, data.test_rows, device)
     val_set = Cycles(data, data.val_rows, device) if len(data.val_rows) else None
@@ -250,11 +303,10 @@ def train(
     if cfg["class_weighted"] and data.targets.hard:
         weight = torch.from_numpy(class_weights(data.labels[data.fit_rows])).to(device)
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(
-        params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=True if cuda else None
-    )
-    averager = StepAverage(model, cfg["ma_beta"]) if cfg["ma_beta"] > 0 else None
+    lr_scale = average_as_lr_scale(model, cfg["ma_beta"])
+    optimizer, lr_now = make_optimizer(model, cfg["weight_decay"], device)
+    step = TrainStep(model, optimizer, weight, compile_mode)
+    targets = torch.from_numpy(data.targets.for_epoch(1)).to(device)  # refilled in place every epoch
 
     history: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None  # {"epoch", "state", "logits_test"} of the selected epoch so far
@@ -262,7 +314,11 @@ def train(
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        for group in optimizer.param_groups:  # loading replaced the device tensor by the saved CPU copy
+            group["lr"] = lr_now
         history, best = saved["history"], saved["best"]
+        if best["state"] is None:  # the checkpoint's own epoch was the selected one
+            best["state"] = _state_copy(model)
         torch.set_rng_state(saved["rng"])
         if cuda and saved["cuda_rng"] is not None:
             torch.cuda.set_rng_state(saved["cuda_rng"])
@@ -270,24 +326,12 @@ def train(
 
     for epoch in range(len(history) + 1, epochs + 1):
         lr = cosine_lr(cfg["lr"], cfg["min_lr_ratio"], epoch, epochs)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        targets = torch.from_numpy(data.targets.for_epoch(epoch)).to(device)
+        lr_now.fill_(lr * lr_scale)
+        targets.copy_(torch.from_numpy(data.targets.for_epoch(epoch)))
         augment = stream_generator(seed, epoch, AUGMENT, device) if cfg["specaugment"] else None
         shuffle = stream_generator(seed, epoch, SHUFFLE)
         loss, first_bad, steps = train_epoch(
-            model,
-            fn,
-            optimizer,
-            averager,
-            train_set,
-            fit_pos,
-            targets,
-            weight,
-            cfg,
-            shuffle,
-            augment,
-            desc=f"epoch {epoch}/{epochs}",
+            step, train_set, fit_pos, targets, cfg, shuffle, augment, desc=f"epoch {epoch}/{epochs}"
         )
         bad = int(first_bad)
         if bad >= 0 or not math.isfinite(float(loss)):
@@ -315,13 +359,14 @@ def train(
             f"Sp {test['sp']:.2f} Se {test['se']:.2f} Score {test['score']:.2f}{val_text}",
             file=sys.stderr,
         )
-        if checkpoints is not None:
+        if checkpoints is not None and checkpoints.due():
             checkpoints.save(
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "history": history,
-                    "best": best,
+                    # the selected epoch's weights, unless they are this epoch's: "model" holds those
+                    "best": best if best["epoch"] < epoch else {**best, "state": None},
                     "rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state() if cuda else None,
                 }

@@ -14,41 +14,37 @@ def cosine_lr(lr: float, min_lr_ratio: float, epoch: int, epochs: int) -> float:
     return eta_min + (lr - eta_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
 
 
-class StepAverage:
-    """The reference ``ma_update``: after every optimizer step, state <- beta * old + (1 - beta) * new.
+def average_as_lr_scale(model: torch.nn.Module, beta: float) -> float:
+    """The reference ``ma_update`` as optimiser settings: scales every BatchNorm momentum of ``model`` by
+    (1 - beta) in place and returns (1 - beta), the factor for Adam's learning rate.
 
-    "old" is the model state at the start of the step (before the forward pass, so BatchNorm running
-    statistics are averaged too). The reference deep-copies the whole state_dict every step; here one
-    persistent buffer per floating tensor is refreshed in place with ``_foreach_copy_`` and combined with
-    the same arithmetic (two products, one sum). Integer buffers (``num_batches_tracked``) are put back to
-    their old value, which is what the reference's float average truncated back into an integer gives.
+    The reference sets state <- beta * old + (1 - beta) * new after every optimiser step, "old" being the
+    state before the step (parameters and buffers). Adam with coupled weight decay steps a parameter by
+    new = old - lr * m_hat / (sqrt(v_hat) + eps), its moments built from gradients g = dL/dtheta + wd * theta
+    taken at the parameters the forward pass used, which are the averaged ones; the moments never see
+    ``new``. So
+
+        beta * old + (1 - beta) * new = old - (1 - beta) * lr * m_hat / (sqrt(v_hat) + eps),
+
+    Adam's own step at learning rate (1 - beta) * lr, with the same moments. A BatchNorm running statistic
+    with batch statistic s and momentum mu moves to new = (1 - mu) * old + mu * s, so
+
+        beta * old + (1 - beta) * new = (1 - (1 - beta) * mu) * old + (1 - beta) * mu * s,
+
+    the update at momentum (1 - beta) * mu. Only ``num_batches_tracked`` differs (the reference's average
+    truncates it back to its start; here it counts the steps), and a BatchNorm with a momentum never reads
+    it. The two agree up to floating-point rounding (tests/test_protocol.py runs both on tiny BTS and CNN6
+    in float64), and no state is copied or averaged per step.
     """
-
-    def __init__(self, model: torch.nn.Module, beta: float) -> None:
-        self.beta = beta
-        tensors = [t for t in (*model.parameters(), *model.buffers())]
-        self.floats = [t for t in tensors if t.is_floating_point()]
-        self.ints = [t for t in tensors if not t.is_floating_point()]
-        self.old_floats = [t.detach().clone() for t in self.floats]
-        self.old_ints = [t.detach().clone() for t in self.ints]
-
-    @torch.no_grad()
-    def snapshot(self) -> None:
-        """Remember the state before the step (call before the forward pass)."""
-        if self.floats:
-            torch._foreach_copy_(self.old_floats, self.floats)
-        if self.ints:
-            torch._foreach_copy_(self.old_ints, self.ints)
-
-    @torch.no_grad()
-    def apply(self) -> None:
-        """Average the stepped state with the snapshot (call after ``optimizer.step()``)."""
-        if self.floats:
-            torch._foreach_mul_(self.old_floats, self.beta)
-            torch._foreach_mul_(self.floats, 1 - self.beta)
-            torch._foreach_add_(self.floats, self.old_floats)
-        if self.ints:
-            torch._foreach_copy_(self.ints, self.old_ints)
+    scale = 1.0 - beta
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            if module.momentum is None:
+                raise ValueError(
+                    f"{type(module).__name__} with a cumulative average has no momentum to scale"
+                )
+            module.momentum *= scale
+    return scale
 
 
 def _entry(row: dict[str, Any], prefix: str = "test") -> dict[str, Any]:

@@ -1,9 +1,14 @@
-"""Per-epoch checkpoints so an interrupted run continues where it stopped.
+"""End-of-epoch checkpoints so an interrupted run continues where it stopped.
 
 Checkpoints live outside the stage outputs (DVC must never see them) in ``$RSCKD_RESUME_DIR/<key>`` or
 ``.cache/resume/<key>``. The key hashes everything that defines the run (arch, target, seed, the params
 blocks used, the cycle table, the features' meta and the soft-label file's content), so a changed input
 starts afresh instead of resuming a stale run. The directory is removed once the run's outputs are complete.
+
+A checkpoint (model, Adam state, history, the selected epoch's weights unless they are the model's) is up to
+four model sizes, 2.5 GB for full-size BTS: writing one can take longer than a GPU epoch. So
+``runtime.checkpoint_minutes`` spaces them by wall time; an interruption costs at most that much training, and
+the outputs do not depend on when it happened.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +34,17 @@ def resume_dir(identity: dict[str, Any]) -> Path:
 
 
 class Checkpoints:
-    """The latest end-of-epoch state of one run, written atomically."""
+    """The latest end-of-epoch state of one run, written atomically, at most every ``minutes``."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], minutes: float = 0.0) -> None:
         self.directory = Path(directory)
         self.path = self.directory / CHECKPOINT
+        self.interval_s = 60.0 * minutes
+        self.last_save = time.monotonic()
+
+    def due(self) -> bool:
+        """Whether the interval since the last save (or the start) has passed."""
+        return time.monotonic() - self.last_save >= self.interval_s
 
     def load(self) -> dict[str, Any] | None:
         if not self.path.is_file():
@@ -46,6 +58,7 @@ class Checkpoints:
     def save(self, state: dict[str, Any]) -> None:
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
+        self.last_save = time.monotonic()
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -119,13 +119,13 @@ def train_run(
         "seed": seed,
         "model": model_cfg,
         "train": train_cfg,
-        "runtime": runtime,
+        "runtime": {k: v for k, v in runtime.items() if k != "checkpoint_minutes"},  # when to save, not what
         "noise_var": params["ablation"]["noise_var"] if target.startswith("noise") else None,
         "cycles": file_digest(cycles),
         "features": [list(features.shape), file_digest(meta)],
         "soft": None if soft_path is None else file_digest(soft_path),
     }
-    checkpoints = Checkpoints(resume_dir(identity))
+    checkpoints = Checkpoints(resume_dir(identity), runtime["checkpoint_minutes"])
 
     device = pick_device(runtime["device"])
     seed_everything(seed, device, runtime)
@@ -149,8 +149,7 @@ def train_run(
         prompt_index=prompt_index,
         tokens=tokens,
     )
-    compile_model = bool(runtime.get("compile", False)) and device.type == "cuda"
-    result = train(model, data, train_cfg, seed, device, checkpoints, epoch_hook, compile_model)
+    result = train(model, data, train_cfg, seed, device, checkpoints, epoch_hook, runtime["compile"])
 
     config = run_config(
         arch, params, kind, feature_shape, target=target, seed=seed, ablation=ablation, k=targets.k

@@ -2,8 +2,9 @@
 
 Each sample gets ``time_masks`` time masks and ``freq_masks`` frequency masks of width w ~ U{0..width-1}
 at a uniform start, filled with that sample's spectrogram mean (computed before masking). Unlike the
-reference, masks are always applied (no ``p >= randn`` gate) and drawn from an explicit generator on the
-features' device (no host round trip per step on a GPU).
+reference, masks are always applied (no ``p >= randn`` gate). A whole epoch's masks are drawn at once on the
+features' device from an explicit generator, so a training step only indexes them: no random draw, no host
+round trip and no generator inside a compiled step.
 """
 
 from __future__ import annotations
@@ -25,10 +26,16 @@ def _axis_mask(b: int, size: int, n: int, width: int, generator: torch.Generator
     return band.any(dim=1)
 
 
-def spec_augment(x: torch.Tensor, cfg: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
-    """Mask a batch of spectrograms x (B, T, F) (``generator`` on x's device); returns a new tensor."""
-    b, t, f = x.shape
-    time = _axis_mask(b, t, cfg["time_masks"], cfg["time_width"], generator)
-    freq = _axis_mask(b, f, cfg["freq_masks"], cfg["freq_width"], generator)
+def draw_masks(
+    n: int, shape: tuple[int, int], cfg: dict[str, Any], generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, T) time and (n, F) frequency masks of ``n`` samples of shape (T, F), on the generator's device."""
+    t, f = shape
+    time = _axis_mask(n, t, cfg["time_masks"], cfg["time_width"], generator)
+    return time, _axis_mask(n, f, cfg["freq_masks"], cfg["freq_width"], generator)
+
+
+def apply_masks(x: torch.Tensor, time: torch.Tensor, freq: torch.Tensor) -> torch.Tensor:
+    """Spectrograms x (B, T, F) with the bins of the (B, T) / (B, F) masks set to each sample's mean."""
     mask = time[:, :, None] | freq[:, None, :]
     return torch.where(mask, x.mean(dim=(1, 2), keepdim=True), x)
