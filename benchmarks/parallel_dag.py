@@ -31,7 +31,8 @@ DAG_RUNS = {
     "rsckd parallel --workers 2": ["rsckd", "parallel", "--workers", "2"],
 }
 GPU_COMMAND = "python benchmarks/parallel_dag.py --gpu-slots 1 2 4 8 --gpu 0"
-TRAIN_RATE = re.compile(r"^hard: train\s+([\d.]+) samples/s", re.MULTILINE)
+# the eager, batch-8, hard-target row of train_throughput.py's table: mode, batch, target, train samples/s
+TRAIN_RATE = re.compile(r"^off\s+8\s+hard\s+([\d.]+)", re.MULTILINE)
 
 
 def timed_dag_run(cmd: list[str], work: Path) -> float:
@@ -45,13 +46,16 @@ def timed_dag_run(cmd: list[str], work: Path) -> float:
 def aggregate_train_rate(slots: int, gpu: str, steps: int) -> float:
     """Sum of the training samples/s of ``slots`` throughput processes started together on one GPU."""
     cmd = [sys.executable, str(ROOT / "benchmarks/train_throughput.py"), "--size", "full", "--device", "cuda"]
-    cmd += ["--steps", str(steps)]
+    cmd += ["--modes", "off", "--batch-sizes", "8", "--steps", str(steps)]
     env = {**ENV, "CUDA_VISIBLE_DEVICES": gpu}
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(slots)]
     outputs = [proc.communicate()[0] for proc in procs]
     if any(proc.returncode for proc in procs):
         sys.exit(f"a throughput process failed:\n{outputs}")
-    return sum(float(TRAIN_RATE.search(out)[1]) for out in outputs)
+    rates = [TRAIN_RATE.search(out) for out in outputs]
+    if not all(rates):
+        sys.exit(f"no 'off 8 hard' row in the throughput output:\n{outputs[0]}")
+    return sum(float(rate[1]) for rate in rates)
 
 
 def main() -> None:

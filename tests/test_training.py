@@ -119,7 +119,8 @@ def test_run_writes_the_contract_outputs(ws):
         "loss",
         "val_score",
     }
-    # the per-epoch curves, as dvclive plot files: one row per epoch, the history's values
+    # the per-epoch curves, as dvclive plot files: one row per epoch, the history's values, nothing else
+    assert not (ws.root / "curves" / "metrics.json").exists()
     for name, column in CURVES.items():
         curve = pd.read_csv(ws.root / "curves" / "plots" / "metrics" / f"{name}.tsv", sep="\t")
         assert curve["step"].tolist() == [1, 2, 3], name

@@ -71,12 +71,12 @@ def plan(root: Path) -> dict[str, list[str]]:
 class ItemFailed(Exception):
     """A stage item's `dvc repro -s` exited non-zero; Dask hands it on to every task downstream."""
 
-    def __init__(self, item: str, log: str) -> None:
-        super().__init__(item, log)
-        self.item, self.log = item, log
+    def __init__(self, item: str, log: str, reason: str = "") -> None:
+        super().__init__(item, log, reason)
+        self.item, self.log, self.reason = item, log, reason
 
     def __str__(self) -> str:
-        return f"{self.item} failed (log {self.log})"
+        return f"{self.item} failed ({self.reason or f'log {self.log}'})"
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,13 @@ class GpuDeal:
             return None
         if isinstance(worker_name, int):
             slot = worker_name
+        elif self.slots_per_job == 1:
+            slot = 0
         else:
-            slot = int(worker_name.rsplit("-", 1)[1]) if self.slots_per_job > 1 else 0
+            index = worker_name.rsplit("-", 1)[-1]
+            if not index.isdigit():
+                raise UserError(f"worker {worker_name!r}: expected a name '<job>-<i>' to deal its GPU by")
+            slot = int(index)
         return gpus[slot % len(gpus)]
 
 
@@ -111,7 +116,17 @@ def run_item(item: str, root: str, log_dir: str, deal: GpuDeal, *upstream: dict)
     """Run one stage item with DVC in the checkout (runs on a worker; ``upstream`` only orders the tasks).
 
     The worker's interpreter directory goes first on PATH, so `dvc` and the stage commands (`rsckd ...`) come
-    from the same environment on every machine."""
+    from the same environment on every machine. Whatever goes wrong is raised as this item's ``ItemFailed``,
+    so the summary blames this item and skips (not fails) its downstream."""
+    try:
+        return _run_item(item, root, log_dir, deal)
+    except ItemFailed:
+        raise
+    except Exception as err:
+        raise ItemFailed(item, str(log_path(Path(log_dir), item)), f"{type(err).__name__}: {err}") from None
+
+
+def _run_item(item: str, root: str, log_dir: str, deal: GpuDeal) -> dict[str, Any]:
     from distributed import get_worker
 
     gpu = deal.gpu(get_worker().name)

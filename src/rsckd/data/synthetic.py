@@ -160,8 +160,8 @@ def plan_corpus(cfg: dict[str, Any]) -> tuple[list[PatientPlan], list[RecordingP
     rng = np.random.default_rng(cfg["seed"])
     n = cfg["n_patients"]
     demo, class_p = _patients(rng, n)
-    devices = list(DEVICE_FILES)
-    others_p = np.array(list(DEVICE_FILES.values())[1:], float) / sum(list(DEVICE_FILES.values())[1:])
+    others = [d for d in DEVICE_FILES if d != "AKGC417L"]
+    others_p = np.array([DEVICE_FILES[d] for d in others], float) / sum(DEVICE_FILES[d] for d in others)
     n_recs = 1 + rng.poisson(rng.exponential(cfg["recordings_per_patient"] - 1, n))
     n_test = min(max(round(cfg["test_fraction"] * n), 1), n - 1)
     test = set(rng.choice(n, n_test, replace=False).tolist())
@@ -170,7 +170,7 @@ def plan_corpus(cfg: dict[str, Any]) -> tuple[list[PatientPlan], list[RecordingP
     locations: list[str] = []
     for i in range(n):
         akg = AKG_SHARE["COPD" if demo[i]["diagnosis"] == "COPD" else "other"]
-        home = "AKGC417L" if rng.random() < akg else devices[1 + rng.choice(len(devices) - 1, p=others_p)]
+        home = "AKGC417L" if rng.random() < akg else others[rng.choice(len(others), p=others_p)]
         sessions = _sessions(rng, int(n_recs[i]), home)
         stems = sorted(f"{101 + i}_{name}" for name, _, _ in sessions)
         dev = {f"{101 + i}_{name}": d for name, d, _ in sessions}

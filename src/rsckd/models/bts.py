@@ -57,8 +57,9 @@ def check_text(cfg: dict[str, Any], text_config: Any, tokenizer: Any) -> None:
 def additive_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(B, L) 1/0 token mask -> (B, 1, 1, L) additive mask: 0 where attended, the dtype's minimum on padding.
 
-    transformers uses a 4-D mask as it is; from a 2-D one it builds this same mask, but first asks
-    ``mask.all()`` in Python, a host synchronisation on every forward pass that also breaks a compiled graph.
+    transformers uses a 4-D mask as it is; a 2-D one it first checks with ``mask.all()`` in Python (a host
+    synchronisation on every forward pass that also breaks a compiled graph) before building its own mask,
+    which gives the same logits (tested).
     """
     return (attention_mask[:, None, None, :] == 0).to(dtype) * torch.finfo(dtype).min
 

@@ -24,12 +24,17 @@ HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "test_loss", "test_sp", "test_se
 HISTORY_COLUMNS += ("val_sp", "val_se", "val_score")
 
 
+def history_cell(row: dict[str, Any], column: str) -> str:
+    """One history value as written: lr as %.6e so small rates keep their digits, metrics as %.6f."""
+    if column == "epoch":
+        return str(row["epoch"])
+    value = row[column]
+    return "" if value is None else f"{value:.6e}" if column == "lr" else f"{value:.6f}"
+
+
 def history_csv(history: list[dict[str, Any]]) -> str:
     lines = [",".join(HISTORY_COLUMNS)]
-    for row in history:
-        cells = [str(row["epoch"]), f"{row['lr']:.6e}"]
-        cells += ["" if row[c] is None else f"{row[c]:.6f}" for c in HISTORY_COLUMNS[2:]]
-        lines.append(",".join(cells))
+    lines += [",".join(history_cell(row, c) for c in HISTORY_COLUMNS) for row in history]
     return "\n".join(lines) + "\n"
 
 
@@ -48,17 +53,19 @@ CURVES = {
 def write_curves(out: str | os.PathLike[str], history: list[dict[str, Any]]) -> None:
     """The run's history as dvclive plot files (``plots/metrics/<name>.tsv``, step = epoch), replaced as a
     whole. Written after training from the (checkpointed) history, so a resumed run logs every epoch once;
-    values are rounded as in history.csv so the files are as stable as the metrics."""
+    values are rounded as in history.csv so the files are as stable as the metrics. dvclive's last-step
+    summary (metrics.json) is dropped: the run's metrics JSON holds the results, and `dvc plots` cannot
+    read a summary in a plots folder."""
     from dvclive import Live
 
-    with atomic_dir(out) as tmp, Live(str(tmp), save_dvc_exp=False, dvcyaml=None, report=None) as live:
-        for row in history:
-            live.step = row["epoch"]
-            for name, column in CURVES.items():
-                if row[column] is not None:
-                    live.log_metric(
-                        name, float(f"{row[column]:.6e}" if column == "lr" else f"{row[column]:.6f}")
-                    )
+    with atomic_dir(out) as tmp:
+        with Live(str(tmp), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+            for row in history:
+                live.step = row["epoch"]
+                for name, column in CURVES.items():
+                    if row[column] is not None:
+                        live.log_metric(name, float(history_cell(row, column)))
+        (tmp / "metrics.json").unlink()
 
 
 def run_config(
