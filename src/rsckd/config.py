@@ -292,14 +292,20 @@ def validate(raw: Any, source: str = "params.yaml") -> dict[str, Any]:
     return params
 
 
-def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    path = Path(path)
+def read_yaml(path: Path, missing: str) -> Any:
+    """A YAML file's content; a missing or unparsable file is one error naming it (``missing``: what to say
+    when the file is not there)."""
     if not path.is_file():
-        raise UserError(f"{path}: params file not found (run from the repository root or pass --params)")
+        raise UserError(f"{path}: {missing}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({err})") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    path = Path(path)
+    raw = read_yaml(path, "params file not found (run from the repository root or pass --params)")
     return validate(raw, str(path))
 
 

@@ -28,10 +28,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import requests
-import yaml
 from dvc.exceptions import DvcException
 
 from rsckd.atomic import atomic_path, content_digest, file_digest, replace_dir, write_json
+from rsckd.config import read_yaml
 from rsckd.errors import UserError
 
 SOURCES = "configs/paper-inputs.yaml"
@@ -61,14 +61,7 @@ BAD_ZIP = (zipfile.BadZipFile, zlib.error, EOFError)
 def load_sources(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The validated source list: one bad entry is named with its file and what to fix."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(
-            f"{path}: sources file not found (run from the repository root or pass --sources)"
-        ) from None
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({err})") from None
+    raw = read_yaml(path, "sources file not found (run from the repository root or pass --sources)")
     sources = raw.get("sources") if isinstance(raw, dict) else None
     if not isinstance(sources, list) or not sources:
         raise UserError(f"{path}: expected a non-empty list under 'sources'")

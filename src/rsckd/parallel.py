@@ -25,9 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from rsckd.config import block, integer, optional, text
+from rsckd.config import block, integer, optional, read_yaml, text
 from rsckd.errors import UserError
 
 CLUSTERS = ("local", "slurm", "pbs")
@@ -201,12 +199,7 @@ def _checked(source: str, check: Any, key: str, value: Any) -> Any:
 
 def job_settings(kind: str, config_path: Path, flags: dict[str, Any]) -> dict[str, Any]:
     """The batch-job settings of ``kind`` from the cluster config file, with the flags given on top."""
-    if not config_path.is_file():
-        raise UserError(f"{config_path}: cluster config not found (start from {DEFAULT_CLUSTER_CONFIG})")
-    try:
-        raw = yaml.safe_load(config_path.read_text())
-    except yaml.YAMLError as err:
-        raise UserError(f"{config_path}: not valid YAML ({err})") from None
+    raw = read_yaml(config_path, f"cluster config not found (start from {DEFAULT_CLUSTER_CONFIG})")
     if not isinstance(raw, dict) or kind not in raw:
         raise UserError(f"{config_path}: {kind}: missing; expected a mapping of {', '.join(JOB_SCHEMA)}")
     settings = _checked(str(config_path), block(JOB_SCHEMA), kind, raw[kind])
