@@ -19,6 +19,7 @@ import time
 import numpy as np
 import torch
 
+from rsckd.config import COMPILE_MODES
 from rsckd.data.prompts import LOCATION_NAMES, bts_prompt
 from rsckd.models import build_model, build_tokenizer, tokenize
 from rsckd.training.loop import (
@@ -57,7 +58,7 @@ def main() -> None:
     )
     parser.add_argument("--size", choices=SHAPES, help="default: full on cuda, tiny on cpu")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--modes", nargs="+", choices=("off", "default", "reduce-overhead"))
+    parser.add_argument("--modes", nargs="+", choices=COMPILE_MODES)
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[8, 32])
     parser.add_argument("--steps", type=int, help="timed steps per row (default: 50 on cuda, 5 on cpu)")
     parser.add_argument("--eval-batch", type=int, help="default: 256 on cuda, 64 on cpu")
@@ -68,7 +69,7 @@ def main() -> None:
     cuda = device.type == "cuda"
     seed_everything(0, device, {"threads": torch.get_num_threads(), "cpu_kernels": args.cpu_kernels})
     size = args.size or ("full" if cuda else "tiny")
-    modes = args.modes or (["off", "default", "reduce-overhead"] if cuda else ["off", "default"])
+    modes = args.modes or [m for m in COMPILE_MODES if cuda or m != "reduce-overhead"]
     n_timed = args.steps or (50 if cuda else 5)
     eval_bs = args.eval_batch or (256 if cuda else 64)
     t, f = SHAPES[size]
