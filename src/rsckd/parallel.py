@@ -209,6 +209,11 @@ def job_settings(kind: str, config_path: Path, flags: dict[str, Any]) -> dict[st
     return settings
 
 
+def job_slots(settings: dict[str, Any]) -> int:
+    """Worker slots in one batch job: ``slots_per_gpu`` on each of its ``gpus_per_job`` GPUs."""
+    return settings["gpus_per_job"] * settings["slots_per_gpu"]
+
+
 def batch_cluster(kind: str, settings: dict[str, Any], root: Path) -> Any:
     """A dask-jobqueue cluster whose every job is one worker per GPU slot, one thread (one item) each.
 
@@ -217,7 +222,7 @@ def batch_cluster(kind: str, settings: dict[str, Any], root: Path) -> Any:
     from dask_jobqueue import PBSCluster, SLURMCluster
     from dask_jobqueue.pbs import pbs_format_bytes_ceil
 
-    slots = settings["gpus_per_job"] * settings["slots_per_gpu"]
+    slots = job_slots(settings)
     log_directory = root / settings["log_directory"]
     log_directory.mkdir(parents=True, exist_ok=True)
     common = {
@@ -321,7 +326,7 @@ def start_cluster(
         cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True)
         return cluster, GpuDeal(tuple(g for g in args.gpus.split(",") if g))
     cluster = batch_cluster(args.cluster, settings, root)
-    slots_per_job = settings["gpus_per_job"] * settings["slots_per_gpu"]
+    slots_per_job = job_slots(settings)
     jobs = math.ceil(args.workers / slots_per_job)
     cluster.adapt(
         minimum_jobs=jobs, maximum_jobs=jobs
