@@ -1,7 +1,5 @@
 """Hard and soft training targets (paper section 3.3, Table 3 variants) and the loss."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -13,7 +11,6 @@ from rsckd.training.targets import (
     class_weights,
     load_soft_logits,
     one_hot,
-    resolve_ablation,
     softmax,
     target_loss,
 )
@@ -97,17 +94,6 @@ def test_soft_file_presence_is_checked(soft, labels):
         Targets("mean", labels)
     with pytest.raises(UserError, match="takes no soft-label file"):
         Targets("hard", labels, soft)
-
-
-def test_ablation_mapping():
-    d = Path("data/soft_labels")
-    assert resolve_ablation("single_teacher", 5, d) == ("mean", d / "k1.npy")
-    assert resolve_ablation("curated", 5, d) == ("mean", d / "curated_k5.npy")
-    assert resolve_ablation("noise_teacher_var", 5, d) == ("noise_teacher_var", d / "k5.npy")
-    assert resolve_ablation("noise_var", 5, d) == ("noise_var", None)
-    assert resolve_ablation("raw_logits", 3, d) == ("raw_logits", d / "k3.npy")
-    with pytest.raises(UserError):
-        resolve_ablation("nope", 5, d)
 
 
 def test_load_soft_logits_checks_rows(tmp_path, soft):

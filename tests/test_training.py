@@ -223,17 +223,22 @@ def test_soft_targets_and_ablation(ws):
     _, metrics, summary = _run(ws, "random", target="random", soft=str(soft))
     assert summary["target"] == "random" and summary["k"] == 3
     assert json.loads(metrics.read_text())["k"] == 3
-    _write_soft(ws, "k1.npy", 1)
-    _, _, summary = _run(ws, "single", ablation="single_teacher", soft_dir=str(soft.parent))
+    single = _write_soft(ws, "single_teacher.npy", 1)
+    _, _, summary = _run(ws, "single", ablation="single_teacher", soft=str(single))
     assert (summary["target"], summary["k"], summary["ablation"]) == ("mean", 1, "single_teacher")
-    _, _, summary = _run(ws, "noise", ablation="noise_var", soft_dir=str(soft.parent))
+    no_teacher = _write_soft(ws, "noise_var.npy", 0)
+    _, _, summary = _run(ws, "noise", ablation="noise_var", soft=str(no_teacher))
     assert (summary["target"], summary["k"]) == ("noise_var", None)
-    _write_soft(ws, "k5.npy", 5)  # ablation.k = 5 in params.yaml
+    five = _write_soft(ws, "k5.npy", 5)
     for variant in ("noise_teacher_var", "raw_logits"):
-        _, _, summary = _run(ws, variant, ablation=variant, soft_dir=str(soft.parent))
+        _, _, summary = _run(ws, variant, ablation=variant, soft=str(five))
         assert (summary["target"], summary["k"]) == (variant, 5)
-    with pytest.raises(UserError, match="curated_k5.npy: soft-label file not found"):
-        _run(ws, "curated", ablation="curated", soft_dir=str(soft.parent))
+    with pytest.raises(UserError, match="reads no teacher logits, but the file has some"):
+        _run(ws, "noise-with-teachers", ablation="noise_var", soft=str(five))
+    with pytest.raises(UserError, match="holds no teacher logits"):
+        _run(ws, "curated", ablation="curated", soft=str(no_teacher))
+    with pytest.raises(UserError, match="curated.npy: soft-label file not found"):
+        _run(ws, "curated", ablation="curated", soft=str(soft.parent / "curated.npy"))
 
 
 def test_soft_file_row_mismatch_is_a_user_error(ws):

@@ -1,7 +1,9 @@
-"""The `ensemble` stage: score the teacher ensemble for every k and write one soft-label file per k.
+"""The `ensemble` stage: score the teacher ensemble for every k and write the students' soft-label files.
 
 Teachers are combined in `teacher.seeds` order, so the file for k holds the logits of teachers 1..k and adding
 a teacher never changes the bytes of an existing k file: DVC then re-runs only the students that need it.
+Each Table 3 variant gets its own file (``ablation/<variant>.npy``: the teachers it reads; none for
+noise_var), so a variant's stage depends on exactly what it reads and a new sweep k re-runs no ablation.
 """
 
 from __future__ import annotations
@@ -52,15 +54,19 @@ def ensemble_scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 
 def soft_label_ks(params: dict[str, Any]) -> list[int]:
-    """Every k some student stage reads a file for."""
-    ks = set(params["distill"]["ks"])
-    ks.add(params["arch_table"]["k"])
-    variants = set(params["ablation"]["variants"])
-    if variants & {"noise_teacher_var", "raw_logits"}:
-        ks.add(params["ablation"]["k"])
-    if "single_teacher" in variants:
-        ks.add(1)
-    return sorted(ks)
+    """Every k a sweep or Table 2 student reads a file for."""
+    return sorted({*params["distill"]["ks"], params["arch_table"]["k"]})
+
+
+def ablation_teachers(variant: str, seeds: list[int], k: int, curated: list[int]) -> list[int]:
+    """The teachers (seeds, in file order) whose logits a Table 3 variant reads; noise_var reads none."""
+    return {
+        "noise_var": [],
+        "noise_teacher_var": seeds[:k],
+        "single_teacher": seeds[:1],
+        "curated": curated,
+        "raw_logits": seeds[:k],
+    }[variant]
 
 
 def curated_seeds(teacher_metrics: dict[int, dict[str, Any]], k: int, by: str) -> list[int]:
@@ -97,24 +103,26 @@ def run_ensemble(
     test_logits = np.stack([read_logits(r, "test", len(test_labels)) for r in runs])
     teacher_metrics = {seed: read_metrics(metrics_dir / f"s{seed}.json") for seed in seeds}
 
+    def rows_of(chosen: list[int]) -> list[int]:
+        return [seeds.index(s) for s in chosen]
+
     per_k = {str(k): ensemble_scores(test_logits[:k], test_labels) for k in range(1, len(seeds) + 1)}
     columns = ("sp", "se", "score", "loss")
     individual = np.array(
         [[ensemble_scores(one[None], test_labels)[x] for x in columns] for one in test_logits]
     )
     curated = {}
+    if "curated" in params["ablation"]["variants"]:
+        k = params["ablation"]["k"]
+        chosen = curated_seeds(teacher_metrics, k, params["ensemble"]["curate_by"])
+        curated = {"k": k, "seeds": chosen, **ensemble_scores(test_logits[rows_of(chosen)], test_labels)}
     with atomic_dir(soft_dir) as out:
         for k in soft_label_ks(params):
             save_npy(out / f"k{k}.npy", train_logits[:k])
-        if "curated" in params["ablation"]["variants"]:
-            k = params["ablation"]["k"]
-            chosen = curated_seeds(teacher_metrics, k, params["ensemble"]["curate_by"])
-            save_npy(out / f"curated_k{k}.npy", train_logits[[seeds.index(s) for s in chosen]])
-            curated = {
-                "k": k,
-                "seeds": chosen,
-                **ensemble_scores(test_logits[[seeds.index(s) for s in chosen]], test_labels),
-            }
+        (out / "ablation").mkdir()
+        for variant in params["ablation"]["variants"]:
+            chosen = ablation_teachers(variant, seeds, params["ablation"]["k"], curated.get("seeds", []))
+            save_npy(out / "ablation" / f"{variant}.npy", train_logits[rows_of(chosen)])
     write_json(
         metrics_out,
         {

@@ -20,7 +20,13 @@ from rsckd.errors import UserError
 from rsckd.training.artifacts import run_config, write_curves, write_run
 from rsckd.training.loop import RunData, pick_device, seed_everything, train
 from rsckd.training.resume import Checkpoints, resume_dir
-from rsckd.training.targets import NEEDS_SOFT_FILE, TARGETS, Targets, load_soft_logits, resolve_ablation
+from rsckd.training.targets import (
+    ABLATION_TARGETS,
+    NEEDS_SOFT_FILE,
+    TARGETS,
+    Targets,
+    load_soft_logits,
+)
 
 TEXT_ARCHS = ("bts",)
 
@@ -32,26 +38,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
     parser.add_argument("--curves", help="dvclive folder for the per-epoch curves (replaced as a whole)")
     parser.add_argument("--target", choices=TARGETS, help="training target (default: hard)")
-    parser.add_argument("--soft", help="teacher-logit file (k, N_train, 4) for soft targets")
-    parser.add_argument(
-        "--ablation", choices=ABLATIONS, help="Table 3 variant: sets --target and --soft itself"
-    )
-    parser.add_argument("--soft-dir", default="data/soft_labels", help="soft-label folder for --ablation")
+    parser.add_argument("--soft", help="teacher-logit file (k, N_train, 4) for soft targets and --ablation")
+    parser.add_argument("--ablation", choices=ABLATIONS, help="Table 3 variant: sets --target itself")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--cycles", default="data/prepared/cycles.csv")
     parser.add_argument("--features-dir", help="default: data/features/<kind of the arch>")
 
 
-def resolve_target(
-    target: str | None, soft: str | None, ablation: str | None, soft_dir: str, k: int
-) -> tuple[str, Path | None]:
-    """(target kind, soft-label file) from the flags; an ablation decides both itself."""
+def resolve_target(target: str | None, soft: str | None, ablation: str | None) -> tuple[str, Path | None]:
+    """(target kind, soft-label file) from the flags. An ablation sets the target itself and reads its own
+    file of `rsckd ensemble` (``data/soft_labels/ablation/<variant>.npy``)."""
     if ablation is not None:
-        if target is not None or soft is not None:
+        if target is not None:
+            raise UserError("--ablation chooses the target itself; drop --target")
+        if soft is None:
             raise UserError(
-                "--ablation chooses the target and the soft-label file itself; drop --target/--soft"
+                f"--ablation {ablation} needs --soft data/soft_labels/ablation/{ablation}.npy "
+                "(written by `rsckd ensemble`)"
             )
-        return resolve_ablation(ablation, k, soft_dir)
+        return ABLATION_TARGETS[ablation], Path(soft)
     target = target or "hard"
     if target in NEEDS_SOFT_FILE and soft is None:
         raise UserError(
@@ -86,7 +91,6 @@ def train_run(
     target: str | None = None,
     soft: str | None = None,
     ablation: str | None = None,
-    soft_dir: str = "data/soft_labels",
     cycles: str | os.PathLike[str] = "data/prepared/cycles.csv",
     features_dir: str | os.PathLike[str] | None = None,
     curves: str | os.PathLike[str] | None = None,
@@ -98,7 +102,7 @@ def train_run(
     from rsckd.data.table import load_cycles
     from rsckd.models import build_model, build_tokenizer, count_parameters, tokenize
 
-    target, soft_path = resolve_target(target, soft, ablation, soft_dir, params["ablation"]["k"])
+    target, soft_path = resolve_target(target, soft, ablation)
     kind = FEATURE_KIND[arch]
     features_dir = Path(features_dir) if features_dir is not None else Path("data/features") / kind
     table = load_cycles(cycles)
@@ -107,6 +111,12 @@ def train_run(
     train_rows = np.flatnonzero(split == "train")
     labels = table["label"].to_numpy().astype(np.int64)
     soft_logits = None if soft_path is None else load_soft_logits(soft_path, len(train_rows))
+    if soft_logits is not None and target not in NEEDS_SOFT_FILE:
+        if len(soft_logits):  # the file of a variant that reads no teacher holds none
+            raise UserError(
+                f"{soft_path}: --ablation {ablation} reads no teacher logits, but the file has some"
+            )
+        soft_logits = None
     targets = Targets(target, labels[train_rows], soft_logits, seed, params["ablation"]["noise_var"])
 
     model_cfg, train_cfg, runtime = params["models"][arch], params["train"][arch], params["runtime"]
@@ -123,7 +133,7 @@ def train_run(
         "noise_var": params["ablation"]["noise_var"] if target.startswith("noise") else None,
         "cycles": file_digest(cycles),
         "features": [list(features.shape), file_digest(meta)],
-        "soft": None if soft_path is None else file_digest(soft_path),
+        "soft": None if soft_logits is None else file_digest(soft_path),
     }
     checkpoints = Checkpoints(resume_dir(identity), runtime["checkpoint_minutes"])
 
@@ -183,7 +193,6 @@ def run(args: argparse.Namespace) -> None:
         target=args.target,
         soft=args.soft,
         ablation=args.ablation,
-        soft_dir=args.soft_dir,
         cycles=args.cycles,
         features_dir=args.features_dir,
         curves=args.curves,

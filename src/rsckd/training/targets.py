@@ -31,23 +31,18 @@ from rsckd.evaluation.icbhi_score import N_CLASSES
 NEEDS_SOFT_FILE = ("mean", "random", "noise_teacher_var", "raw_logits")
 
 
-def resolve_ablation(variant: str, k: int, soft_dir: str | Path) -> tuple[str, Path | None]:
-    """Map a Table 3 variant to (target kind, soft-label file) using ablation.k."""
-    soft_dir = Path(soft_dir)
-    table = {
-        "noise_var": ("noise_var", None),
-        "noise_teacher_var": ("noise_teacher_var", soft_dir / f"k{k}.npy"),
-        "single_teacher": ("mean", soft_dir / "k1.npy"),
-        "curated": ("mean", soft_dir / f"curated_k{k}.npy"),
-        "raw_logits": ("raw_logits", soft_dir / f"k{k}.npy"),
-    }
-    if variant not in table:
-        raise UserError(f"--ablation: expected one of {', '.join(table)}, got {variant!r}")
-    return table[variant]
+ABLATION_TARGETS = {  # Table 3 variant -> its training target; `rsckd ensemble` writes the teachers it reads
+    "noise_var": "noise_var",
+    "noise_teacher_var": "noise_teacher_var",
+    "single_teacher": "mean",
+    "curated": "mean",
+    "raw_logits": "raw_logits",
+}
 
 
 def load_soft_logits(path: str | Path, n_train: int) -> np.ndarray:
-    """Read a (k, N_train, 4) teacher-logit file and check it matches the cycle table's train rows."""
+    """Read a (k, N_train, 4) teacher-logit file and check it matches the cycle table's train rows (k = 0: the
+    file of an ablation variant that reads no teacher)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: soft-label file not found (written by `rsckd ensemble`)")
@@ -55,7 +50,7 @@ def load_soft_logits(path: str | Path, n_train: int) -> np.ndarray:
         soft = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise UserError(f"{path}: not a readable .npy file ({err})") from None
-    if soft.ndim != 3 or soft.shape[0] < 1 or soft.shape[2] != N_CLASSES:
+    if soft.ndim != 3 or soft.shape[2] != N_CLASSES:
         raise UserError(
             f"{path}: expected teacher logits of shape (k, N_train, {N_CLASSES}), got {soft.shape}"
         )
@@ -64,7 +59,7 @@ def load_soft_logits(path: str | Path, n_train: int) -> np.ndarray:
             f"{path}: has {soft.shape[1]} rows but the cycle table has {n_train} train rows "
             "(soft labels from another cycle table? re-run `rsckd ensemble`)"
         )
-    if not np.isfinite(soft).all():
+    if soft.size and not np.isfinite(soft).all():
         raise UserError(f"{path}: contains NaN or infinite logits")
     return soft.astype(np.float32)
 
@@ -105,6 +100,8 @@ class Targets:
                 "needs a soft-label file (--soft)" if kind in NEEDS_SOFT_FILE else "takes no soft-label file"
             )
             raise UserError(f"--target {kind} {need}")
+        if soft is not None and len(soft) == 0:
+            raise UserError(f"--target {kind}: its soft-label file holds no teacher logits")
         labels = np.asarray(labels, dtype=np.int64)
         if labels.size and (labels.min() < 0 or labels.max() >= N_CLASSES):
             raise UserError(f"labels must be in 0..{N_CLASSES - 1}")
