@@ -8,8 +8,9 @@ import yaml
 
 from params_edit import DELETE, set_key
 from rsckd.cli import main
-from rsckd.config import load_params, missing_inputs, validate, write_inputs
+from rsckd.config import load_params, validate
 from rsckd.errors import UserError
+from rsckd.inputs import missing_inputs, write_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("rsckd.report.build", "render figures and tables from the metrics files"),
     "predict": ("rsckd.predict", "classify the cycles of a new recording with trained run(s)"),
     "import-clap": ("rsckd.models.clap_convert", "convert an original LAION-CLAP checkpoint"),
-    "check-params": ("rsckd.config", "validate a params file"),
+    "check-params": ("rsckd.inputs", "validate a params file"),
     "parallel": ("rsckd.parallel", "run the stale stage items as a Dask task graph (local or SLURM/PBS)"),
     "fetch": ("rsckd.fetch", "download the paper profile's inputs (ICBHI, pretrained weights), pinned"),
 }

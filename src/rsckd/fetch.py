@@ -448,9 +448,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from rsckd.config import load_params, require_inputs
+    from rsckd.config import load_params
     from rsckd.data.icbhi import DATA_DEFAULTS
     from rsckd.data.summary import format_summary, summarize_root
+    from rsckd.inputs import require_inputs
 
     sources_file = Path(args.sources)
     sources, lock_file = load_sources(sources_file), lock_path(sources_file)
