@@ -10,7 +10,7 @@ from params_edit import DELETE, set_key
 from rsckd.cli import main
 from rsckd.config import load_params, validate
 from rsckd.errors import UserError
-from rsckd.inputs import missing_inputs, write_inputs
+from rsckd.inputs import missing_inputs, write_arch_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -107,8 +107,9 @@ def test_missing_and_malformed_params_files(tmp_path):
         load_params(bad)
 
 
-def test_inputs_stage_digests_each_architectures_weights(tmp_path):
-    """Replacing one architecture's weights changes only that architecture's inputs file (its stages' dep)."""
+def test_arch_inputs_digest_each_architectures_features_and_weights(tmp_path):
+    """Replacing one architecture's weights, or one feature kind, changes only the digest files of the
+    architectures that read them (each training stage's dependency)."""
     params = copy.deepcopy(DEFAULT)
     weights = tmp_path / "pretrained"
     (weights / "clap").mkdir(parents=True)
@@ -118,16 +119,29 @@ def test_inputs_stage_digests_each_architectures_weights(tmp_path):
     (weights / "cnn6.pth").write_bytes(b"cnn6 v1")
     params["models"]["bts"]["pretrained"] = str(weights / "clap")
     params["models"]["cnn6"]["pretrained"] = str(weights / "cnn6.pth")
+    features = tmp_path / "features"
+    for kind in ("clap", "fbank"):
+        (features / kind).mkdir(parents=True)
+        (features / kind / "features.npy").write_bytes(kind.encode())
 
     def written() -> dict[str, bytes]:
-        write_inputs(params, str(tmp_path / "inputs"))
-        return {p.name: p.read_bytes() for p in sorted((tmp_path / "inputs").iterdir())}
+        write_arch_inputs(params, features, str(tmp_path / "arch_inputs"))
+        return {p.name: p.read_bytes() for p in sorted((tmp_path / "arch_inputs").iterdir())}
+
+    def changed(before: dict[str, bytes], after: dict[str, bytes]) -> list[str]:
+        return [name for name in before if after[name] != before[name]]
 
     before = written()
-    assert sorted(before) == sorted(["data.json", *(f"{arch}.json" for arch in params["models"])])
-    assert yaml.safe_load(before["resnet18.json"]) == {"pretrained": None, "sha256": None}
+    assert sorted(before) == sorted(f"{arch}.json" for arch in params["models"])
+    resnet = yaml.safe_load(before["resnet18.json"])
+    assert (resnet["pretrained"], resnet["pretrained_sha256"]) == (None, None)
     (weights / "clap" / ".cache" / "download.lock").write_text("other bookkeeping")
     assert written() == before
     (weights / "cnn6.pth").write_bytes(b"cnn6 v2")
     after = written()
-    assert [name for name in before if after[name] != before[name]] == ["cnn6.json"]
+    assert changed(before, after) == ["cnn6.json"]
+    (features / "clap" / "features.npy").write_bytes(b"clap v2")
+    assert changed(after, written()) == ["audio_clap.json", "bts.json"]
+    (features / "fbank" / "features.npy").unlink()
+    with pytest.raises(UserError, match="fbank: no features.npy"):
+        written()

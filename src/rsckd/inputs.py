@@ -1,7 +1,8 @@
 """``rsckd check-params``: validate a params file and check that the inputs its profile needs are on disk.
 
-The pipeline's first stage (``inputs``) runs it with ``--inputs --out data/inputs``: one file per input, so
-replacing one architecture's pretrained weights re-runs exactly that architecture's stages.
+The pipeline's first stage (``inputs``) runs it with ``--inputs --out data/inputs``, and the ``arch_inputs``
+stage, once the features exist, with ``--arch-inputs``: one digest file per architecture, so changed weights or
+features re-run exactly the stages of the architectures that read them.
 """
 
 from __future__ import annotations
@@ -54,17 +55,35 @@ def require_inputs(params: dict[str, Any]) -> None:
 
 
 def write_inputs(params: dict[str, Any], out: str) -> None:
-    """``data.json`` (the data root) and ``<arch>.json`` per architecture: its pretrained weights and their
-    content digest. Each training stage depends on its architecture's file and the inputs stage on
-    models/pretrained/, so replacing one architecture's weights re-runs exactly that architecture's stages."""
-    from rsckd.atomic import atomic_dir, content_digest, write_json
+    """``data.json``: the data root the prepare stage reads, once it has been checked."""
+    from rsckd.atomic import atomic_dir, write_json
 
     with atomic_dir(out) as tmp:
         write_json(tmp / "data.json", {"data_root": params["data"]["root"]})
+
+
+def write_arch_inputs(params: dict[str, Any], features_root: Path, out: str) -> None:
+    """One ``<arch>.json`` per architecture: the content digests of what its training reads besides the cycle
+    table and its params blocks, namely its feature folder and its pretrained weights. Every training stage
+    depends on its architecture's file, so changed features or new weights re-run exactly the stages of the
+    architectures that read them, whatever teacher.arch, distill.arch and arch_table.archs name (dvc.yaml
+    cannot look up an architecture's feature kind itself)."""
+    from rsckd.atomic import atomic_dir, content_digest, write_json
+    from rsckd.data.features import FEATURE_KIND
+
+    with atomic_dir(out) as tmp:
         for arch, cfg in params["models"].items():
+            features = features_root / FEATURE_KIND[arch]
+            if not (features / "features.npy").is_file():
+                raise UserError(f"{features}: no features.npy (run `rsckd features --kind {features.name}`)")
             weights = cfg["pretrained"]
-            digest = None if weights is None else content_digest(weights)
-            write_json(tmp / f"{arch}.json", {"pretrained": weights, "sha256": digest})
+            digests = {
+                "features": features.as_posix(),
+                "features_sha256": content_digest(features),
+                "pretrained": weights,
+                "pretrained_sha256": None if weights is None else content_digest(weights),
+            }
+            write_json(tmp / f"{arch}.json", digests)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,9 +91,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--inputs", action="store_true", help="also check that data and pretrained weights exist"
     )
+    parser.add_argument("--out", help="write the checked data root into this folder (the first stage)")
     parser.add_argument(
-        "--out", help="write what was checked into this folder, one JSON file per input (the first stage)"
+        "--arch-inputs", help="write one digest file per architecture of its features and weights into this folder"
     )
+    parser.add_argument("--features-dir", default="data/features", help="folder of the feature kinds")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -83,4 +104,6 @@ def run(args: argparse.Namespace) -> None:
         require_inputs(params)
     if args.out:
         write_inputs(params, args.out)
+    if args.arch_inputs:
+        write_arch_inputs(params, Path(args.features_dir), args.arch_inputs)
     print(f"{args.params}: ok ({len(params['teacher']['seeds'])} teachers, k in {params['distill']['ks']})")
