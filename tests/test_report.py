@@ -12,22 +12,33 @@ import pytest
 
 from rsckd.cli import main
 from rsckd.errors import UserError
-from rsckd.report.build import build_report
-from rsckd.report.tables import paper_values
+from rsckd.report.build import build_report, report_profile
+from rsckd.report.tables import load_runs, paper_values, runs_of
 
 REPO = Path(__file__).resolve().parents[1]
 KS = [1, 3, 5]
 
 
-def run_metrics(score: float, *, val: bool = True, n_params: int = 1234) -> dict:
+def run_metrics(
+    score: float,
+    *,
+    seed: int,
+    arch: str = "bts",
+    target: str = "hard",
+    k: int | None = None,
+    ablation: str | None = None,
+    val: bool = True,
+    n_params: int = 1234,
+) -> dict:
     def block(s: float, epoch: int) -> dict:
         return {"epoch": epoch, "sp": s + 20.0, "se": s - 20.0, "score": s}
 
     return {
-        "arch": "bts",
-        "target": "hard",
-        "seed": 1,
-        "k": None,
+        "arch": arch,
+        "target": target,
+        "ablation": ablation,
+        "seed": seed,
+        "k": k,
         "n_params": n_params,
         "selected": "literature",
         "literature": block(score, 3),
@@ -51,19 +62,23 @@ def project(tmp_path: Path) -> Path:
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     m = tmp_path / "metrics"
     for seed in (1, 2):
-        dump(m / f"baseline/s{seed}.json", run_metrics(58.0 + seed, val=False))
+        dump(m / f"baseline/s{seed}.json", run_metrics(58.0 + seed, seed=seed, val=False))
         for k in KS:
             for method in ("mean", "random"):
                 if (k, method) == (1, "random") or (k, method, seed) == (3, "random", 2):
                     continue
-                dump(m / f"students/k{k}-{method}-s{seed}.json", run_metrics(student_score(method, k, seed)))
+                student = run_metrics(student_score(method, k, seed), seed=seed, target=method, k=k)
+                dump(m / f"students/k{k}-{method}-s{seed}.json", student)
     for seed in range(1, 6):
-        dump(m / f"teachers/s{seed}.json", run_metrics(55.0 + seed))
-    dump(m / "arch/ast-hard-s1.json", run_metrics(50.0, n_params=2_500_000))
-    dump(m / "arch/ast-mean-s1.json", run_metrics(52.5, n_params=2_500_000))
-    dump(m / "arch/audio_clap-hard-s1.json", run_metrics(51.0))
-    dump(m / "ablation/noise_var-s1.json", run_metrics(57.25))
-    dump(m / "ablation/curated-s1.json", run_metrics(64.75))
+        dump(m / f"teachers/s{seed}.json", run_metrics(55.0 + seed, seed=seed))
+    dump(m / "arch/ast-hard-s1.json", run_metrics(50.0, seed=1, arch="ast", n_params=2_500_000))
+    dump(
+        m / "arch/ast-mean-s1.json",
+        run_metrics(52.5, seed=1, arch="ast", target="mean", k=5, n_params=2_500_000),
+    )
+    dump(m / "arch/audio_clap-hard-s1.json", run_metrics(51.0, seed=1, arch="audio_clap"))
+    for variant, score in (("noise_var", 57.25), ("curated", 64.75)):
+        dump(m / f"ablation/{variant}-s1.json", run_metrics(score, seed=1, target=variant, ablation=variant))
     per_k = {
         str(k): {"sp": 80.0, "se": 40.0 + k, "score": 60.0 + k / 2, "loss": 1.0 - k / 10} for k in range(1, 6)
     }
@@ -149,9 +164,6 @@ def test_tables_hold_ours_and_the_papers(project: Path) -> None:
     assert "| ours [var=0.1], best test epoch | 77.25 | 37.25 | 57.25 |" in md
     assert "| ours, best test epoch | - | - | - |" in md
     assert "Smoke profile" in md and "k ∈ [1, 3, 5]" in md
-    headline = json.loads((project / "metrics/report.json").read_text())
-    assert headline["student_random_best"]["k"] == 5 and headline["teacher_ensemble_max_k"]["k"] == 5
-    assert headline["baseline"]["score"] == pytest.approx(59.5)
     assert json.loads((project / "metrics/inference_cost.json").read_text()) == {"computed": False}
 
 
@@ -175,6 +187,69 @@ def test_figure_csvs_hold_means_and_stds(project: Path) -> None:
     assert float(fig3[5]["student_score"]) == pytest.approx(
         statistics.fmean(student_score("mean", 5, s) for s in (1, 2))
     )
+
+
+def test_a_table_cell_is_the_mean_of_its_seeds_in_the_frame(project: Path) -> None:
+    report(project)
+    runs = load_runs(project / "metrics", report_profile(_params(project)).seeds)
+    assert len(runs_of(runs, "baseline")) == 2 * 2  # one row per (run, protocol); no val block here
+    cells = []
+    for protocol in ("literature", "last", "val"):
+        scores = runs_of(runs, "students", target="mean", k=3, protocol=protocol).score
+        assert len(scores) == 2
+        cells.append(f"{statistics.fmean(scores):.2f} ± {statistics.stdev(scores):.2f}")
+    md = (project / "reports/tables.md").read_text()
+    assert f"| 3 | mean | 2 | {' | '.join(cells)} |" in md
+    single = runs_of(runs, "students", target="random", k=3, protocol="literature")
+    assert list(single.seed) == [1] and f"| 3 | random | 1 | {single.score.iloc[0]:.2f} |" in md
+
+
+def test_report_json_is_a_numeric_headline_in_the_papers_names(project: Path) -> None:
+    report(project)
+    text = (project / "metrics/report.json").read_text()
+    headline = json.loads(text)
+    assert list(headline) == ["BTS", "BTS-d", "BTS++", "BTS-d++", "table2", "table3", "teachers"]
+
+    def leaves(tree: dict, depth: int = 1) -> list:
+        assert depth <= 2
+        return [x for v in tree.values() for x in (leaves(v, depth + 1) if isinstance(v, dict) else [v])]
+
+    assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in leaves(headline))
+    mean = statistics.fmean
+    assert headline["BTS"] == pytest.approx(mean([59.0, 60.0]))
+    # the sweep: (k=1, random) has no runs, so no key; (k=3, random) has one seed
+    assert headline["BTS-d"] == pytest.approx(
+        {
+            "k1_mean": mean(student_score("mean", 1, s) for s in (1, 2)),
+            "k3_mean": mean(student_score("mean", 3, s) for s in (1, 2)),
+            "k3_random": student_score("random", 3, 1),
+            "k5_mean": mean(student_score("mean", 5, s) for s in (1, 2)),
+            "k5_random": mean(student_score("random", 5, s) for s in (1, 2)),
+        }
+    )
+    assert list(headline["BTS-d"])[:2] == ["k1_mean", "k3_mean"]
+    assert headline["BTS++"] == {"k1": 60.5, "k3": 61.5, "k5": 62.5} and headline["BTS-d++"] == 66.5
+    bts_soft = headline["BTS-d"]["k5_mean"]
+    assert headline["table2"] == pytest.approx(
+        {
+            "AST_hard": 50.0,
+            "AST_soft": 52.5,
+            "Audio-CLAP_hard": 51.0,
+            "BTS_hard": 59.5,
+            "BTS_soft": bts_soft,
+            "mean_gain": mean([2.5, bts_soft - 59.5]),
+        }
+    )
+    assert headline["table3"] == {"noise_var": 57.25, "curated": 64.75}
+    assert headline["teachers"] == 58.0
+
+
+def test_report_json_names_another_distilled_architecture_by_its_label(project: Path) -> None:
+    params = _params(project)
+    params["distill"]["arch"] = "cnn6"
+    build_report(params, project / "metrics", project / "plots", project / "reports/tables.md", project / "f")
+    headline = json.loads((project / "metrics/report.json").read_text())
+    assert list(headline)[:4] == ["CNN6", "CNN6-d", "BTS++", "CNN6-d++"]
 
 
 def test_outputs_are_byte_identical_across_runs(project: Path) -> None:
@@ -212,6 +287,7 @@ def test_empty_metrics_folder_gives_dashes(tmp_path: Path) -> None:
         ("students/k3-mean-s1.json", "{not json"),
         ("students/k3-mean-s1.json", json.dumps({"literature": {"sp": 1.0}})),
         ("ensemble.json", json.dumps({"k": {"1": {"score": 1.0}}})),
+        ("teachers/s2.json", json.dumps({**run_metrics(60.0, seed=2), "seed": "2"})),
     ],
 )
 def test_malformed_file_is_a_user_error_naming_it(project: Path, name: str, content: str) -> None:

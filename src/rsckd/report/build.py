@@ -12,47 +12,104 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rsckd.atomic import write_bytes, write_json, write_text
+import pandas as pd
+
+from rsckd.atomic import clean_json, write_bytes, write_json, write_text
 from rsckd.config import load_params
 from rsckd.data.prompts import bts_prompt
 from rsckd.errors import UserError, warn
 from rsckd.report import figures, tables
-from rsckd.report.tables import PROTOCOLS, MetricsDir, Sources
+from rsckd.report.tables import Profile, arch_cell, runs_of, seed_stats
 
 # The text tower's FLOPs depend on the prompt length: count them on a typical ICBHI sentence.
 COST_PROMPT = bts_prompt("Al", 60.0, "M", "Meditron")
 
 
-def headline(sources: Sources) -> dict[str, Any]:
-    """Numbers for `dvc metrics diff`: literature protocol unless the key says otherwise."""
-    out: dict[str, Any] = {}
+def report_profile(params: dict[str, Any]) -> Profile:
+    """The params values the report reads: its only access to params."""
+    t, d, a, ab = params["teacher"], params["distill"], params["arch_table"], params["ablation"]
+    return Profile(
+        data_root=params["data"]["root"],
+        val_fraction=params["data"]["val_fraction"],
+        teacher_arch=t["arch"],
+        teacher_select=params["train"][t["arch"]]["select"],
+        distill_arch=d["arch"],
+        ks=d["ks"],
+        methods=d["methods"],
+        table2_archs=a["archs"],
+        table2_methods=a["methods"],
+        table2_k=a["k"],
+        ablation_variants=ab["variants"],
+        ablation_k=ab["k"],
+        noise_var=ab["noise_var"],
+        second_gen_k=params["second_gen"]["k"],
+        second_gen_method=params["second_gen"]["method"],
+        seeds={
+            "teachers": t["seeds"],
+            "baseline": d["seeds"],
+            "students": d["seeds"],
+            "arch": a["seeds"],
+            "ablation": ab["seeds"],
+        },
+        sizes={arch: cfg["size"] for arch, cfg in params["models"].items()},
+        labels={arch: figures.ARCH_NAMES.get(arch, arch) for arch in params["models"]},
+        models=params["models"],
+    )
 
-    def summary(runs: tables.Runs) -> dict[str, Any]:
-        found = {"score" if p == "literature" else f"score_{p}": runs.stat(p, "score") for p in PROTOCOLS}
-        entry = {key: stat.mean for key, stat in found.items() if stat is not None}
-        entry["std"], entry["n_seeds"] = found["score"].std, found["score"].n
-        return entry
 
-    if sources.baseline().runs:
-        out["baseline"] = summary(sources.baseline())
-    if sources.teachers().runs:
-        out["teachers_individual"] = summary(sources.teachers())
-    for method in sources.p["distill"]["methods"]:
-        cells = [(k, sources.student(method, k)) for k in sources.p["distill"]["ks"]]
-        cells = [(k, runs) for k, runs in cells if runs.runs]
-        if cells:
-            k, runs = max(cells, key=lambda c: (c[1].stat("literature", "score").mean, -c[0]))
-            out[f"student_{method}_best"] = {"k": k, **summary(runs)}
-    if sources.m.ensemble:
-        k_max = max(sources.m.ensemble)
-        out["teacher_ensemble_max_k"] = {"k": k_max, **sources.m.ensemble[k_max]}
-    second_gen = sources.m.second_gen
-    if second_gen is not None:
-        out["second_gen"] = {"k": second_gen["k"], **{m: second_gen["students"][m] for m in tables.METRICS}}
-    return out
+def headline(
+    runs: pd.DataFrame,
+    ensemble: pd.DataFrame,
+    second_gen: dict[str, Any] | None,
+    prof: Profile,
+    paper: dict[str, Any],
+) -> dict[str, Any]:
+    """Numbers only, in the order `dvc exp show` / `dvc metrics diff` list them: the mean Score over seeds
+    (best test epoch, as the tables) of the baseline, the sweep (k<k>_<method>), the teacher ensemble at the
+    sweep's k and with all teachers, the second generation, Table 2 (<arch>_hard|soft, mean_gain) and Table 3
+    (per variant), then the individual teachers; named as the paper (BTS, BTS-d, BTS++, BTS-d++ when both
+    architectures are BTS). A missing result has no key."""
+
+    def mean_score(cell: pd.DataFrame, by: list[str]) -> pd.Series:
+        return seed_stats(cell[cell.protocol == "literature"], by, ["score"]).score_mean
+
+    student, teacher = prof.labels[prof.distill_arch], prof.labels[prof.teacher_arch]
+    sweep = mean_score(runs_of(runs, "students"), ["k", "target"])
+    table2 = {
+        f"{prof.labels[row['arch']]}_{side}": mean_score(cell[0], ["group"]).iloc[0]
+        for row in paper["table2"]
+        for side in ("hard", "soft")
+        if (cell := arch_cell(runs, prof, row["arch"], side)) is not None and not cell[0].empty
+    }
+    gains = [
+        table2[f"{arch}_soft"] - table2[f"{arch}_hard"]
+        for arch in (prof.labels[row["arch"]] for row in paper["table2"])
+        if f"{arch}_soft" in table2 and f"{arch}_hard" in table2
+    ]
+    ablation = mean_score(runs_of(runs, "ablation"), ["ablation"])
+    summary = {
+        student: mean_score(runs_of(runs, "baseline"), ["group"]).get("baseline"),
+        f"{student}-d": {
+            f"k{k}_{method}": sweep.get((k, method)) for k in prof.ks for method in prof.methods
+        },
+        f"{teacher}++": {
+            f"k{k}": ensemble.score.get(k) for k in sorted({*prof.ks, len(prof.seeds["teachers"])})
+        },
+        f"{student}-d++": None if second_gen is None else second_gen["students"]["score"],
+        "table2": {**table2, "mean_gain": pd.Series(gains).mean() if gains else None},
+        "table3": {variant: ablation.get(variant) for variant in prof.ablation_variants},
+        "teachers": mean_score(runs_of(runs, "teachers"), ["group"]).get("teachers"),
+    }
+    return _present_numbers(summary)
 
 
-def model_cost(arch: str, params: dict[str, Any], features_dir: Path) -> dict[str, Any] | None:
+def _present_numbers(tree: dict[str, Any]) -> dict[str, Any]:
+    """The tree without its missing values and empty groups."""
+    kept = {key: _present_numbers(v) if isinstance(v, dict) else v for key, v in tree.items()}
+    return {key: v for key, v in kept.items() if v is not None and v != {}}
+
+
+def model_cost(arch: str, prof: Profile, features_dir: Path) -> dict[str, Any] | None:
     """Parameters and FLOPs of one forward pass of `arch` on one cycle (None without features)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -70,7 +127,7 @@ def model_cost(arch: str, params: dict[str, Any], features_dir: Path) -> dict[st
         raise UserError(f"{meta_path}: malformed feature meta, expected a shape [N, T, F]") from None
     from rsckd.models import build_model, build_tokenizer, count_parameters, tokenize
 
-    cfg = params["models"][arch]
+    cfg = prof.models[arch]
     torch.manual_seed(0)
     tokenizer = build_tokenizer(cfg, [COST_PROMPT]) if arch == "bts" else None
     model = build_model(arch, cfg, (t, f), tokenizer=tokenizer).eval()
@@ -89,18 +146,17 @@ def model_cost(arch: str, params: dict[str, Any], features_dir: Path) -> dict[st
     }
 
 
-def inference_cost(params: dict[str, Any], features_dir: Path) -> dict[str, Any] | None:
+def inference_cost(prof: Profile, features_dir: Path) -> dict[str, Any] | None:
     """One student vs the k-teacher ensembles of the sweep and the full one: the paper's cost argument."""
-    student = model_cost(params["distill"]["arch"], params, features_dir)
-    teacher_arch = params["teacher"]["arch"]
+    student = model_cost(prof.distill_arch, prof, features_dir)
     teacher = (
         student
-        if teacher_arch == params["distill"]["arch"]
-        else model_cost(teacher_arch, params, features_dir)
+        if prof.teacher_arch == prof.distill_arch
+        else model_cost(prof.teacher_arch, prof, features_dir)
     )
     if student is None or teacher is None:
         return None
-    ks = sorted({*params["distill"]["ks"], len(params["teacher"]["seeds"])})
+    ks = sorted({*prof.ks, len(prof.seeds["teachers"])})
     ensembles = {
         str(k): {
             "flops": k * teacher["flops"],
@@ -112,14 +168,14 @@ def inference_cost(params: dict[str, Any], features_dir: Path) -> dict[str, Any]
     return {"student": student, "teacher": teacher, "ensembles": ensembles}
 
 
-def subtitle(params: dict[str, Any]) -> str:
-    seeds = len(params["distill"]["seeds"])
+def subtitle(prof: Profile) -> str:
+    seeds = len(prof.seeds["students"])
     text = (
         f"students: best test epoch (paper protocol), mean ± std over {seeds} seed{'s' if seeds > 1 else ''}"
     )
     return text + (
         "\nSMOKE PROFILE (tiny models / synthetic data): not comparable with the paper"
-        if tables.is_smoke(params)
+        if tables.is_smoke(prof)
         else ""
     )
 
@@ -127,29 +183,32 @@ def subtitle(params: dict[str, Any]) -> str:
 def build_report(
     params: dict[str, Any], metrics_dir: Path, plots_dir: Path, tables_path: Path, features_dir: Path
 ) -> None:
-    sources = Sources(MetricsDir(metrics_dir), params)
+    prof = report_profile(params)
+    runs = tables.load_runs(metrics_dir, prof.seeds)
+    ensemble, second_gen = tables.load_ensemble(metrics_dir), tables.load_second_gen(metrics_dir)
     paper = tables.paper_values()
-    fig2 = figures.figure2_rows(sources)
-    fig3 = figures.figure3_rows(sources)
-    cost = inference_cost(params, features_dir)
+    fig2, fig3 = figures.figure2_frame(runs, prof), figures.figure3_frame(runs, ensemble, prof)
+    cost = inference_cost(prof, features_dir)
     sections = [
-        tables.profile_header(params),
-        tables.table1(sources, paper),
-        tables.table2(sources, paper),
-        tables.table3(sources, paper),
-        tables.sweep_table(sources),
+        tables.profile_header(prof),
+        tables.table1(runs, ensemble, second_gen, prof, paper),
+        tables.table2(runs, prof, paper),
+        tables.table3(runs, prof, paper),
+        tables.sweep_table(runs, prof),
         tables.cost_table(cost),
     ]
-    report = headline(sources)
+    # key order is the order `dvc exp show` and `dvc metrics diff` list the numbers in
+    report = json.dumps(clean_json(headline(runs, ensemble, second_gen, prof, paper)), indent=2) + "\n"
     # Render everything before writing anything, so a malformed input leaves the previous report intact.
-    png2 = figures.figure2_png(fig2, params["distill"]["arch"], subtitle(params))
-    png3 = figures.figure3_png(fig3, params["teacher"]["arch"], params["distill"]["arch"], subtitle(params))
-    write_text(plots_dir / "figure2.csv", figures.csv_text(figures.FIGURE2_COLUMNS, fig2))
-    write_text(plots_dir / "figure3.csv", figures.csv_text(figures.FIGURE3_COLUMNS, fig3))
+    student, teacher = prof.labels[prof.distill_arch], prof.labels[prof.teacher_arch]
+    png2 = figures.figure2_png(fig2, student, subtitle(prof))
+    png3 = figures.figure3_png(fig3, teacher, student, subtitle(prof))
+    write_text(plots_dir / "figure2.csv", figures.csv_text(fig2, figures.FIGURE2_COLUMNS))
+    write_text(plots_dir / "figure3.csv", figures.csv_text(fig3, figures.FIGURE3_COLUMNS))
     write_bytes(plots_dir / "figure2.png", png2)
     write_bytes(plots_dir / "figure3.png", png3)
     write_text(tables_path, "\n\n".join(sections) + "\n")
-    write_json(metrics_dir / "report.json", report)
+    write_text(metrics_dir / "report.json", report)
     write_json(metrics_dir / "inference_cost.json", cost if cost is not None else {"computed": False})
 
 

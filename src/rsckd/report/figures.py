@@ -12,10 +12,11 @@ import math
 from typing import Any
 
 import matplotlib
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from rsckd.report.tables import Sources, Stat
+from rsckd.report.tables import Profile, runs_of, seed_stats
 
 FIGSIZE = (6.4, 4.0)
 DPI = 150
@@ -41,67 +42,51 @@ ARCH_NAMES = {
     "resnet18": "ResNet18",
     "efficientnet_b0": "EfficientNet-B0",
 }
+FIGURE2_METHODS = ["mean", "random"]
 FIGURE2_COLUMNS = ["k", "mean_score", "mean_std", "random_score", "random_std", "n_seeds"]
 FIGURE3_COLUMNS = ["k", "teacher_score", "teacher_loss", "student_score"]
 
 
-def _score(stat: Stat | None) -> tuple[float | None, float | None, int]:
-    return (None, None, 0) if stat is None else (stat.mean, stat.std, stat.n)
-
-
-def figure2_rows(sources: Sources) -> list[dict[str, Any]]:
-    """Student Score (literature protocol) per k and teacher method; k = 0 is the hard-label baseline."""
-    base_mean, base_std, base_n = _score(sources.baseline().stat("literature", "score"))
-    rows = [
-        {
-            "k": 0,
-            "mean_score": base_mean,
-            "mean_std": base_std,
-            "random_score": base_mean,
-            "random_std": base_std,
-            "n_seeds": base_n,
-        }
-    ]
-    for k in sorted(sources.p["distill"]["ks"]):
-        row: dict[str, Any] = {"k": k}
-        counts = []
-        for method in ("mean", "random"):
-            stat = sources.student(method, k).stat("literature", "score")
-            row[f"{method}_score"], row[f"{method}_std"], n = _score(stat)
-            if stat is not None:
-                counts.append(n)
-        row["n_seeds"] = min(counts) if counts else 0
-        rows.append(row)
-    return rows
-
-
-def figure3_rows(sources: Sources) -> list[dict[str, Any]]:
-    """Teacher-ensemble Score and test loss for every k, with the mean-teacher student's Score where swept."""
-    rows = []
-    for k, scores in sources.m.ensemble.items():
-        student = None
-        if k in sources.p["distill"]["ks"] and "mean" in sources.p["distill"]["methods"]:
-            student = _score(sources.student("mean", k).stat("literature", "score"))[0]
-        rows.append(
-            {
-                "k": k,
-                "teacher_score": scores["score"],
-                "teacher_loss": scores["loss"],
-                "student_score": student,
-            }
+def figure2_frame(runs: pd.DataFrame, prof: Profile) -> pd.DataFrame:
+    """Student Score (literature protocol) per k and teacher method; k = 0 is the hard-label baseline, and
+    n_seeds the fewest seeds of a k's methods."""
+    literature = runs[runs.protocol == "literature"]
+    sweep = literature[literature.group.isin(["baseline", "students"])]
+    sweep = sweep.assign(
+        k=sweep.k.where(sweep.group == "students", 0)
+    )  # the baseline is every method's k = 0
+    frame = pd.DataFrame({"k": [0, *sorted(prof.ks)]})
+    counts = []
+    for method in FIGURE2_METHODS:
+        cells = sweep[(sweep.group == "baseline") | (sweep.target == method)]
+        stats = seed_stats(cells, ["k"], ["score"]).reindex(frame.k)
+        frame[f"{method}_score"], frame[f"{method}_std"] = (
+            stats.score_mean.to_numpy(),
+            stats.score_std.to_numpy(),
         )
-    return rows
+        counts.append(stats.score_count.to_numpy())
+    frame["n_seeds"] = pd.DataFrame(counts).min().fillna(0).astype(int)
+    return frame
 
 
-def csv_text(columns: list[str], rows: list[dict[str, Any]]) -> str:
+def figure3_frame(runs: pd.DataFrame, ensemble: pd.DataFrame, prof: Profile) -> pd.DataFrame:
+    """Teacher-ensemble Score and test loss for every k, with the mean-teacher student's Score where swept."""
+    students = runs_of(runs, "students", target="mean", protocol="literature")
+    students = students[students.k.isin(prof.ks) & ("mean" in prof.methods)]
+    student = seed_stats(students, ["k"], ["score"]).score_mean
+    return pd.DataFrame(
+        {
+            "k": ensemble.index,
+            "teacher_score": ensemble.score.to_numpy(),
+            "teacher_loss": ensemble.loss.to_numpy(),
+            "student_score": student.reindex(ensemble.index).to_numpy(),
+        }
+    )
+
+
+def csv_text(frame: pd.DataFrame, columns: list[str]) -> str:
     """Fixed float format; a missing value is an empty field."""
-
-    def fmt(v: Any) -> str:
-        if v is None:
-            return ""
-        return str(v) if isinstance(v, int) else f"{v:.4f}"
-
-    return "\n".join([",".join(columns)] + [",".join(fmt(row[c]) for c in columns) for row in rows]) + "\n"
+    return frame.to_csv(index=False, columns=columns, float_format="%.4f", lineterminator="\n")
 
 
 def _render(draw: Any) -> bytes:
@@ -115,10 +100,6 @@ def _render(draw: Any) -> bytes:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     return buf.getvalue()
-
-
-def _present(rows: list[dict[str, Any]], key: str, *extra: str) -> list[tuple[Any, ...]]:
-    return [(r["k"], r[key], *(r[e] for e in extra)) for r in rows if r[key] is not None]
 
 
 def _no_data(ax: Any) -> None:
@@ -140,13 +121,13 @@ def _title(ax: Any, title: str, subtitle: str) -> None:
         )
 
 
-def figure2_png(rows: list[dict[str, Any]], arch: str, subtitle: str) -> bytes:
-    name = ARCH_NAMES.get(arch, arch)
+def figure2_png(frame: pd.DataFrame, name: str, subtitle: str) -> bytes:
+    """Figure 2 of the distilled architecture (display name `name`) from figure2_frame."""
 
     def draw(fig: Figure) -> None:
         ax = fig.add_subplot()
-        base = rows[0]
-        if base["mean_score"] is not None:
+        base = frame.iloc[0]
+        if pd.notna(base["mean_score"]):
             ax.axhline(base["mean_score"], color=COLORS["baseline"], linestyle=":", linewidth=1)
             ax.errorbar(
                 [0],
@@ -159,11 +140,11 @@ def figure2_png(rows: list[dict[str, Any]], arch: str, subtitle: str) -> bytes:
                 zorder=3,
             )
         plotted = False
-        for method in ("mean", "random"):
-            points = _present(rows, f"{method}_score", f"{method}_std")
-            if not points or (len(points) == 1 and points[0][0] == 0):
+        for method in FIGURE2_METHODS:
+            points = frame.dropna(subset=[f"{method}_score"])
+            if points.empty or (len(points) == 1 and points.k.iloc[0] == 0):
                 continue
-            ks, means, stds = zip(*points, strict=True)
+            ks, means, stds = (points[c].tolist() for c in ("k", f"{method}_score", f"{method}_std"))
             low = [m - s for m, s in zip(means, stds, strict=True)]
             high = [m + s for m, s in zip(means, stds, strict=True)]
             ax.fill_between(ks, low, high, color=COLORS[method], alpha=0.15, linewidth=0)
@@ -178,9 +159,9 @@ def figure2_png(rows: list[dict[str, Any]], arch: str, subtitle: str) -> bytes:
                 label=f"{name}-d, {method} teacher",
             )
             plotted = True
-        if not plotted and base["mean_score"] is None:
+        if not plotted and pd.isna(base["mean_score"]):
             _no_data(ax)
-        ax.set_xticks([r["k"] for r in rows])
+        ax.set_xticks(frame.k.tolist())
         ax.set_xlabel("number of teachers k")
         ax.set_ylabel("ICBHI Score (%)")
         _title(ax, "Student Score vs number of teachers", subtitle)
@@ -190,29 +171,28 @@ def figure2_png(rows: list[dict[str, Any]], arch: str, subtitle: str) -> bytes:
     return _render(draw)
 
 
-def figure3_png(rows: list[dict[str, Any]], teacher: str, student: str, subtitle: str) -> bytes:
-    t_name, s_name = ARCH_NAMES.get(teacher, teacher), ARCH_NAMES.get(student, student)
+def figure3_png(frame: pd.DataFrame, t_name: str, s_name: str, subtitle: str) -> bytes:
+    """Figure 3 from figure3_frame; t_name and s_name are the teacher's and the student's display names."""
 
     def draw(fig: Figure) -> None:
         ax = fig.add_subplot()
-        if not rows:
+        if frame.empty:
             _no_data(ax)
         else:
-            ks = [r["k"] for r in rows]
+            ks = frame.k.tolist()
             ax.plot(
                 ks,
-                [r["teacher_score"] for r in rows],
+                frame.teacher_score.tolist(),
                 "o-",
                 color=COLORS["teacher"],
                 markersize=3,
                 label=f"teacher ensemble {t_name}++ Score",
             )
-            students = _present(rows, "student_score")
-            if students:
-                sk, ss = zip(*students, strict=True)
+            students = frame.dropna(subset=["student_score"])
+            if not students.empty:
                 ax.plot(
-                    sk,
-                    ss,
+                    students.k.tolist(),
+                    students.student_score.tolist(),
                     "s--",
                     color=COLORS["mean"],
                     markersize=5,
@@ -222,7 +202,7 @@ def figure3_png(rows: list[dict[str, Any]], teacher: str, student: str, subtitle
             loss_ax.grid(False)
             loss_ax.plot(
                 ks,
-                [r["teacher_loss"] for r in rows],
+                frame.teacher_loss.tolist(),
                 "^-",
                 color=COLORS["loss"],
                 markersize=3,

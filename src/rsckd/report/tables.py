@@ -1,30 +1,58 @@
-"""Collect the fan-in metrics files and render Tables 1-3 with the paper's published numbers beside ours.
+"""Tables 1-3 with the paper's numbers beside ours, from one long frame of the fan-in metrics files.
 
-Only metrics JSON files and params lists are read, so the report re-runs in seconds after any training stage.
-Every one of our rows is shown under three protocols: the literature's best-test-epoch selection (the only one
-comparable with the paper), the last epoch, and the validation-selected epoch: the last two are the honest
-numbers that the paper's protocol inflates.
+Only metrics JSON files and a few params values are read, so the report re-runs in seconds after any training
+stage. Every training run contributes one row per selection protocol: the literature's best-test-epoch
+selection (the only one comparable with the paper), the last epoch, and the validation-selected epoch: the
+last two are the honest numbers that the paper's protocol inflates. Each table cell is a filter of that frame
+and a mean / std / count over seeds.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from rsckd.errors import UserError
 
-METRICS = ("sp", "se", "score")
+METRICS = ["sp", "se", "score"]
 PROTOCOLS = {"literature": "best test epoch", "last": "last epoch", "val": "val-selected"}
+RUN_TYPES = {"arch": str, "target": str, "ablation": str | None, "k": int | None, "seed": int}
+COLUMNS = ["group", *RUN_TYPES, "n_params", "protocol", *METRICS, "loss"]
 MISSING = "-"
 NO_VAL = "n/a"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The params values the report reads (extracted in one place: build.report_profile)."""
+
+    data_root: str
+    val_fraction: float
+    teacher_arch: str
+    teacher_select: str  # the teacher checkpoints behind the ensemble's logits
+    distill_arch: str
+    ks: list[int]
+    methods: list[str]
+    table2_archs: list[str]
+    table2_methods: list[str]
+    table2_k: int
+    ablation_variants: list[str]
+    ablation_k: int
+    noise_var: float
+    second_gen_k: int
+    second_gen_method: str
+    seeds: dict[str, list[int]]  # the seeds each metrics folder (run group) is expected to hold
+    sizes: dict[str, str]  # model size per architecture
+    labels: dict[str, str]  # display name per architecture
+    models: dict[str, Any]  # model configs as build_model takes them
 
 
 def paper_values() -> dict[str, Any]:
@@ -32,126 +60,109 @@ def paper_values() -> dict[str, Any]:
     return yaml.safe_load(resources.files("rsckd.report").joinpath("paper_values.yaml").read_text())
 
 
-@dataclass(frozen=True)
-class Stat:
-    """Mean and sample std (ddof=1) over seeds; a single run has std 0 and is printed without ±."""
-
-    mean: float
-    std: float
-    n: int
-
-    @classmethod
-    def of(cls, values: list[float]) -> Stat | None:
-        if not values:
-            return None
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return cls(statistics.fmean(values), std, len(values))
-
-    def fmt(self) -> str:
-        return f"{self.mean:.2f} ± {self.std:.2f}" if self.n > 1 else f"{self.mean:.2f}"
+# ------------------------------------------------------------------------------------------------- loading
 
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _check_scores(block: Any, extra: tuple[str, ...] = ()) -> bool:
-    return isinstance(block, dict) and all(_is_number(block.get(m)) for m in METRICS + extra)
+def _is_scores(block: Any, extra: tuple[str, ...] = ()) -> bool:
+    return isinstance(block, dict) and all(_is_number(block.get(m)) for m in (*METRICS, *extra))
 
 
-@dataclass
-class Runs:
-    """The runs of one table cell over its seeds (missing files are simply absent)."""
-
-    runs: list[dict[str, Any]]
-    n_expected: int
-
-    def values(self, protocol: str, metric: str) -> list[float]:
-        return [r[protocol][metric] for r in self.runs if r[protocol] is not None]
-
-    def stat(self, protocol: str, metric: str) -> Stat | None:
-        return Stat.of(self.values(protocol, metric))
-
-    def cell(self, protocol: str, metric: str) -> str:
-        if not self.runs:
-            return MISSING
-        found = self.stat(protocol, metric)
-        return NO_VAL if found is None else found.fmt()
-
-    @property
-    def n_params(self) -> int | None:
-        return self.runs[0]["n_params"] if self.runs else None
-
-    @property
-    def seeds_note(self) -> str:
-        return (
-            "" if len(self.runs) in (0, self.n_expected) else f" ({len(self.runs)}/{self.n_expected} seeds)"
+def _is_run(run: Any) -> bool:
+    """The contract of a run metrics JSON of `rsckd train`."""
+    return (
+        isinstance(run, dict)
+        and all(
+            isinstance(run.get(f), kind) and not isinstance(run.get(f), bool) for f, kind in RUN_TYPES.items()
         )
+        and _is_number(run.get("n_params"))
+        and _is_scores(run.get("literature"))
+        and _is_scores(run.get("last"))
+        and (run.get("val") is None or _is_scores(run["val"]))
+    )
 
 
-class MetricsDir:
-    """Validated, cached access to the metrics folder; a malformed file is a UserError naming it."""
+def _load(path: Path, is_valid: Callable[[Any], bool], expected: str) -> Any:
+    """A metrics file's content, None when absent; a malformed one is a UserError naming it."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: malformed metrics file, not valid JSON ({err})") from None
+    if not is_valid(data):
+        raise UserError(f"{path}: malformed metrics file, expected {expected}")
+    return data
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._cache: dict[str, Any] = {}
 
-    def _load(self, rel: str) -> Any:
-        if rel not in self._cache:
-            path = self.root / rel
-            try:
-                self._cache[rel] = json.loads(path.read_text()) if path.is_file() else None
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise UserError(f"{path}: malformed metrics file, not valid JSON ({err})") from None
-        return self._cache[rel]
+def load_runs(metrics_dir: Path, seeds: dict[str, list[int]]) -> pd.DataFrame:
+    """Every run of the profile's seeds in the folders of the run groups (teachers, baseline, students, arch,
+    ablation): one row per (run, protocol), ordered by seed; results not on disk are simply absent."""
+    expected = f"{', '.join(RUN_TYPES)}, n_params and literature/last/val blocks with numbers sp, se, score"
+    runs = [
+        (group, _load(path, _is_run, expected))
+        for group in seeds
+        for path in sorted((metrics_dir / group).glob("*.json"))
+    ]
+    rows = [
+        {"group": group, **{f: run[f] for f in RUN_TYPES}, "n_params": run["n_params"], "protocol": p}
+        | {m: run[p][m] for m in METRICS}
+        | {"loss": run[p].get("loss")}
+        for group, run in runs
+        for p in PROTOCOLS
+        if run[p] is not None
+    ]
+    dtypes = {"k": "Int64", "seed": "int64", **dict.fromkeys([*METRICS, "loss"], "float64")}
+    frame = pd.DataFrame(rows, columns=COLUMNS).astype(dtypes)
+    profile_seeds = pd.DataFrame([(g, s) for g in seeds for s in seeds[g]], columns=["group", "seed"])
+    return frame.merge(profile_seeds).sort_values("seed", kind="stable")
 
-    def malformed(self, rel: str, expected: str) -> UserError:
-        return UserError(f"{self.root / rel}: malformed metrics file, expected {expected}")
 
-    def run(self, rel: str) -> dict[str, Any] | None:
-        """One training run's metrics (contract: run metrics JSON of `rsckd train`), or None when absent."""
-        data = self._load(rel)
-        if data is None:
-            return None
-        ok = (
-            isinstance(data, dict)
-            and _is_number(data.get("n_params"))
-            and _check_scores(data.get("literature"))
-            and _check_scores(data.get("last"))
-            and (data.get("val") is None or _check_scores(data.get("val")))
-        )
-        if not ok:
-            raise self.malformed(rel, "n_params and literature/last/val blocks with numbers sp, se, score")
-        return data
+def load_ensemble(metrics_dir: Path) -> pd.DataFrame:
+    """Teacher-ensemble scores indexed by k; empty when metrics/ensemble.json is absent."""
+    data = _load(
+        metrics_dir / "ensemble.json",
+        lambda d: (
+            isinstance(d, dict)
+            and isinstance(d.get("k"), dict)
+            and all(k.isdigit() and _is_scores(v, ("loss",)) for k, v in d["k"].items())
+        ),
+        'a "k" mapping of k -> {sp, se, score, loss}',
+    )
+    per_k = {int(k): v for k, v in (data or {"k": {}})["k"].items()}
+    frame = pd.DataFrame([per_k[k] for k in sorted(per_k)], index=pd.Index(sorted(per_k), name="k"))
+    return frame.reindex(columns=[*METRICS, "loss"])
 
-    def runs(self, pattern: str, seeds: list[int]) -> Runs:
-        found = [self.run(pattern.format(seed=seed)) for seed in seeds]
-        return Runs([r for r in found if r is not None], len(seeds))
 
-    @cached_property
-    def ensemble(self) -> dict[str, dict[str, float]]:
-        """Teacher-ensemble scores by k (int keys); empty when metrics/ensemble.json is absent."""
-        data = self._load("ensemble.json")
-        if data is None:
-            return {}
-        per_k = data.get("k") if isinstance(data, dict) else None
-        if not isinstance(per_k, dict) or not all(
-            str(k).isdigit() and _check_scores(v, ("loss",)) for k, v in per_k.items()
-        ):
-            raise self.malformed("ensemble.json", 'a "k" mapping of k -> {sp, se, score, loss}')
-        return {int(k): v for k, v in sorted(per_k.items(), key=lambda kv: int(kv[0]))}
+def load_second_gen(metrics_dir: Path) -> dict[str, Any] | None:
+    """The second generation's metrics (BTS-d++) as written, None when absent."""
+    return _load(
+        metrics_dir / "second_gen.json",
+        lambda d: isinstance(d, dict) and _is_number(d.get("k")) and _is_scores(d.get("students")),
+        "k, method and a students block with numbers sp, se, score",
+    )
 
-    @cached_property
-    def second_gen(self) -> dict[str, Any] | None:
-        data = self._load("second_gen.json")
-        if data is None:
-            return None
-        ok = isinstance(data, dict) and _is_number(data.get("k")) and _check_scores(data.get("students"))
-        if not ok:
-            raise self.malformed(
-                "second_gen.json", "k, method and a students block with numbers sp, se, score"
-            )
-        return data
+
+# ----------------------------------------------------------------------------------------- table cells
+
+
+def runs_of(runs: pd.DataFrame, group: str, **fields: Any) -> pd.DataFrame:
+    """The rows of one run group whose fields equal the given values."""
+    keep = runs.group == group
+    for name, value in fields.items():
+        keep &= runs[name] == value
+    return runs[keep]
+
+
+def seed_stats(runs: pd.DataFrame, by: list[str], metrics: list[str] = METRICS) -> pd.DataFrame:
+    """Mean, sample std (ddof=1; 0 for a single run) and count over seeds of each metric per group of `by`,
+    as columns <metric>_mean, <metric>_std, <metric>_count."""
+    stats = runs.groupby(by)[metrics].agg(["mean", "std", "count"]).fillna(0.0)
+    stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
+    return stats
 
 
 def nearest(target: int, available: list[int]) -> int:
@@ -159,98 +170,77 @@ def nearest(target: int, available: list[int]) -> int:
     return min(available, key=lambda k: (abs(k - target), k))
 
 
-@dataclass
-class Result:
-    """Our numbers for one paper row: seed runs (three protocol lines) or one ensemble run."""
-
-    label: str
-    runs: Runs | None = None
-    single: dict[str, float] | None = None
-    note: str = ""
+def sweep_k(runs: pd.DataFrame, prof: Profile, method: str, paper_k: int) -> int:
+    """The sweep's k for a paper cell: the same k when run, else the nearest k that has results."""
+    have = set(runs_of(runs, "students", target=method).k)
+    return nearest(paper_k, [k for k in prof.ks if k in have] or prof.ks)
 
 
-class Sources:
-    """Resolves a paper row's `ours` spec to our metrics files under the active profile."""
-
-    def __init__(self, metrics: MetricsDir, params: dict[str, Any]) -> None:
-        self.m = metrics
-        self.p = params
-
-    def baseline(self) -> Runs:
-        return self.m.runs("baseline/s{seed}.json", self.p["distill"]["seeds"])
-
-    def teachers(self) -> Runs:
-        return self.m.runs("teachers/s{seed}.json", self.p["teacher"]["seeds"])
-
-    def student(self, method: str, k: int) -> Runs:
-        return self.m.runs(f"students/k{k}-{method}-s{{seed}}.json", self.p["distill"]["seeds"])
-
-    def sweep_k(self, method: str, paper_k: int) -> int:
-        """The sweep's k for a paper cell: the same k when run, else the nearest k that has results."""
-        ks = self.p["distill"]["ks"]
-        have = [k for k in ks if self.student(method, k).runs]
-        return nearest(paper_k, have or ks)
-
-    def soft_target(self) -> str:
-        """The soft-label method of Table 2: the paper's mean teacher when the profile runs it."""
-        methods = self.p["arch_table"]["methods"]
-        return "mean" if "mean" in methods else methods[0]
-
-    def arch(self, arch: str, target: str) -> tuple[Runs, str] | None:
-        """Table 2 cell (hard or soft) and what the soft label was; the distilled arch falls back to the
-        baseline and the sweep when it is not in the architecture table."""
-        k = self.p["arch_table"]["k"]
-        if target == "hard":
-            if arch in self.p["arch_table"]["archs"]:
-                return self.m.runs(f"arch/{arch}-hard-s{{seed}}.json", self.p["arch_table"]["seeds"]), ""
-            return (self.baseline(), "") if arch == self.p["distill"]["arch"] else None
-        method = self.soft_target()
-        if arch in self.p["arch_table"]["archs"]:
-            return self.m.runs(
-                f"arch/{arch}-{method}-s{{seed}}.json", self.p["arch_table"]["seeds"]
-            ), f"{method}, k={k}"
-        if arch == self.p["distill"]["arch"] and method in self.p["distill"]["methods"]:
-            k_used = self.sweep_k(method, k)
-            return self.student(method, k_used), f"{method}, k={k_used}"
+def student_cell(
+    runs: pd.DataFrame, prof: Profile, method: str, paper_k: int
+) -> tuple[str, pd.DataFrame] | None:
+    """A paper's BTS-d cell (label, runs), None when the profile does not run the method."""
+    if method not in prof.methods:
         return None
-
-    def ablation(self, variant: str) -> Runs | None:
-        if variant not in self.p["ablation"]["variants"]:
-            return None
-        return self.m.runs(f"ablation/{variant}-s{{seed}}.json", self.p["ablation"]["seeds"])
-
-    def ensemble_k(self, paper_k: int) -> int | None:
-        return nearest(paper_k, list(self.m.ensemble)) if self.m.ensemble else None
-
-    def resolve(self, spec: dict[str, Any]) -> Result | None:
-        kind = spec["kind"]
-        if kind == "baseline":
-            return Result("ours", self.baseline())
-        if kind == "teachers":
-            return Result(f"ours (mean of {len(self.p['teacher']['seeds'])} teachers)", self.teachers())
-        if kind == "student":
-            if spec["method"] not in self.p["distill"]["methods"]:
-                return None
-            k = self.sweep_k(spec["method"], spec["k"])
-            return Result(f"ours [k={k}]", self.student(spec["method"], k))
-        if kind == "arch":
-            found = self.arch(spec["arch"], spec["target"])
-            return None if found is None else Result(f"ours [{found[1]}]" if found[1] else "ours", found[0])
-        if kind == "ensemble":
-            k = self.ensemble_k(spec["k"])
-            select = self.p["train"][self.p["teacher"]["arch"]]["select"]
-            if k is None:
-                return Result("ours")
-            return Result(f"ours [k={k}, teacher checkpoints: {select}]", single=self.m.ensemble[k])
-        if kind == "second_gen":
-            sg = self.m.second_gen
-            if sg is None:
-                return Result("ours")
-            return Result(f"ours [k={sg['k']}, {sg.get('method', '?')}]", single=sg["students"])
-        raise ValueError(f"unknown row source {kind!r} in paper_values.yaml")
+    k = sweep_k(runs, prof, method, paper_k)
+    return f"ours [k={k}]", runs_of(runs, "students", target=method, k=k)
 
 
-# ---------------------------------------------------------------------------------------------- rendering
+def arch_cell(runs: pd.DataFrame, prof: Profile, arch: str, target: str) -> tuple[pd.DataFrame, str] | None:
+    """Table 2 cell (hard or soft) and what the soft label was; the distilled arch falls back to the
+    baseline and the sweep when it is not in the architecture table."""
+    if target == "hard":
+        if arch in prof.table2_archs:
+            return runs_of(runs, "arch", arch=arch, target="hard"), ""
+        return (runs_of(runs, "baseline"), "") if arch == prof.distill_arch else None
+    method = "mean" if "mean" in prof.table2_methods else prof.table2_methods[0]  # the paper's soft labels
+    if arch in prof.table2_archs:
+        return runs_of(runs, "arch", arch=arch, target=method), f"{method}, k={prof.table2_k}"
+    if arch == prof.distill_arch and method in prof.methods:
+        k = sweep_k(runs, prof, method, prof.table2_k)
+        return runs_of(runs, "students", target=method, k=k), f"{method}, k={k}"
+    return None
+
+
+# ------------------------------------------------------------------------------------------- rendering
+
+
+def fmt_stat(stats: pd.Series, metric: str) -> str:
+    """Mean ± std over seeds; a single run is printed without ±."""
+    mean, std = stats[f"{metric}_mean"], stats[f"{metric}_std"]
+    return f"{mean:.2f} ± {std:.2f}" if stats[f"{metric}_count"] > 1 else f"{mean:.2f}"
+
+
+def protocol_cells(runs: pd.DataFrame, metrics: list[str] = METRICS) -> dict[str, list[str]]:
+    """Formatted cells per protocol: '-' without runs, 'n/a' for a protocol no run has (no val subset)."""
+    stats = seed_stats(runs, ["protocol"], metrics)
+    return {
+        p: [
+            MISSING if runs.empty else fmt_stat(stats.loc[p], m) if p in stats.index else NO_VAL
+            for m in metrics
+        ]
+        for p in PROTOCOLS
+    }
+
+
+def seeds_note(runs: pd.DataFrame, prof: Profile) -> str:
+    n = runs.seed.nunique()
+    expected = len(prof.seeds[runs.group.iloc[0]]) if n else 0
+    return "" if n == expected else f" ({n}/{expected} seeds)"
+
+
+def run_lines(found: tuple[str, pd.DataFrame] | None, prof: Profile) -> list[tuple[str, list[str]]]:
+    """(source label, [Sp, Se, Score]) lines for our side of a row: one per protocol."""
+    if found is None:
+        return [("ours (not in this profile)", [MISSING] * 3)]
+    label, runs = found
+    cells, note = protocol_cells(runs), seeds_note(runs, prof)
+    return [(f"{label}, {name}{note}", cells[p]) for p, name in PROTOCOLS.items()]
+
+
+def single_lines(label: str, scores: Any) -> list[tuple[str, list[str]]]:
+    """The one line of a single evaluation (an ensemble): no seeds, no protocols."""
+    return [(label, [MISSING] * 3 if scores is None else [f"{scores[m]:.2f}" for m in METRICS])]
 
 
 def paper_cell(value: Any) -> str:
@@ -267,20 +257,47 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def result_lines(result: Result | None) -> list[tuple[str, list[str]]]:
-    """(source label, [Sp, Se, Score]) lines for our side of a row."""
-    if result is None:
-        return [("ours (not in this profile)", [MISSING] * 3)]
-    if result.runs is None:
-        values = [MISSING] * 3 if result.single is None else [f"{result.single[m]:.2f}" for m in METRICS]
-        return [(result.label, values)]
-    return [
-        (f"{result.label}, {name}{result.runs.seeds_note}", [result.runs.cell(p, m) for m in METRICS])
-        for p, name in PROTOCOLS.items()
-    ]
+def fmt_params(n: Any) -> str:
+    for unit, scale in (("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return str(n)
 
 
-def table1(sources: Sources, paper: dict[str, Any]) -> str:
+def table1(
+    runs: pd.DataFrame,
+    ensemble: pd.DataFrame,
+    second_gen: dict[str, Any] | None,
+    prof: Profile,
+    paper: dict[str, Any],
+) -> str:
+    def ours(spec: dict[str, Any]) -> list[tuple[str, list[str]]]:
+        """Our lines beside one row, from its `ours` spec in paper_values.yaml."""
+        kind = spec["kind"]
+        if kind == "ensemble":
+            if ensemble.empty:
+                return single_lines("ours", None)
+            k = nearest(spec["k"], list(ensemble.index))
+            return single_lines(f"ours [k={k}, teacher checkpoints: {prof.teacher_select}]", ensemble.loc[k])
+        if kind == "second_gen":
+            if second_gen is None:
+                return single_lines("ours", None)
+            label = f"ours [k={second_gen['k']}, {second_gen.get('method', '?')}]"
+            return single_lines(label, second_gen["students"])
+        if kind == "baseline":
+            return run_lines(("ours", runs_of(runs, "baseline")), prof)
+        if kind == "teachers":
+            label = f"ours (mean of {len(prof.seeds['teachers'])} teachers)"
+            return run_lines((label, runs_of(runs, "teachers")), prof)
+        if kind == "student":
+            return run_lines(student_cell(runs, prof, spec["method"], spec["k"]), prof)
+        if kind == "arch":
+            cell = arch_cell(runs, prof, spec["arch"], spec["target"])
+            return run_lines(
+                None if cell is None else (f"ours [{cell[1]}]" if cell[1] else "ours", cell[0]), prof
+            )
+        raise ValueError(f"unknown row source {kind!r} in paper_values.yaml")
+
     rows = []
     for group in paper["table1"]:
         rows.append([f"**{group['group']}**"] + [""] * 7)
@@ -291,92 +308,59 @@ def table1(sources: Sources, paper: dict[str, Any]) -> str:
                 + [paper_cell(row.get(m)) for m in METRICS]
             )
             if "ours" in row:
-                for source, values in result_lines(sources.resolve(row["ours"])):
-                    rows.append(["", "", "", "", source, *values])
+                rows += [["", "", "", "", source, *values] for source, values in ours(row["ours"])]
     header = ["Method", "Backbone", "Pretraining", "Venue", "Source", "Sp (%)", "Se (%)", "Score (%)"]
     return "## Table 1: main results on ICBHI (official split)\n\n" + md_table(header, rows)
 
 
-def fmt_params(n: int | None) -> str:
-    if n is None:
-        return MISSING
-    for unit, scale in (("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f}{unit}"
-    return str(n)
-
-
-def table2(sources: Sources, paper: dict[str, Any]) -> str:
-    rows = []
-    ours_by_protocol: dict[str, list[tuple[list[Stat], list[Stat]]]] = {p: [] for p in PROTOCOLS}
-
-    def cells(runs: Runs | None, protocol: str) -> list[str]:
-        return [MISSING] * 3 if runs is None else [runs.cell(protocol, m) for m in METRICS]
-
+def table2(runs: pd.DataFrame, prof: Profile, paper: dict[str, Any]) -> str:
+    rows, pairs = [], []
+    sides = ("hard", "soft")
     for row in paper["table2"]:
-        hard, soft = sources.arch(row["arch"], "hard"), sources.arch(row["arch"], "soft")
+        hard, soft = (arch_cell(runs, prof, row["arch"], side) for side in sides)
+        hard_runs, soft_runs = (runs.iloc[:0] if cell is None else cell[0] for cell in (hard, soft))
         rows.append(
             [row["model"], row["params"], "paper"]
-            + [paper_cell(row[t][m]) for t in ("hard", "soft") for m in METRICS]
+            + [paper_cell(row[side][m]) for side in sides for m in METRICS]
             + [f"{row['gain']:.2f}"]
         )
-        hard_runs, soft_runs = (hard[0] if hard else None), (soft[0] if soft else None)
+        # the protocols where both sides have results, with the Score gain of soft over hard
+        pair = (
+            seed_stats(hard_runs, ["protocol"])
+            .add_prefix("hard_")
+            .join(seed_stats(soft_runs, ["protocol"]).add_prefix("soft_"), how="inner")
+        )
+        pair["gain"] = pair.soft_score_mean - pair.hard_score_mean
+        pairs.append(pair)
+        hard_cells, soft_cells = protocol_cells(hard_runs), protocol_cells(soft_runs)
         soft_label = f"ours (soft: {soft[1]})" if soft else "ours"
-        for i, (protocol, name) in enumerate(PROTOCOLS.items()):
-            gain = MISSING
-            if hard_runs and soft_runs:
-                h = [hard_runs.stat(protocol, m) for m in METRICS]
-                s = [soft_runs.stat(protocol, m) for m in METRICS]
-                if all(h) and all(s):
-                    gain = f"{s[2].mean - h[2].mean:+.2f}"
-                    ours_by_protocol[protocol].append((h, s))
-            params = fmt_params(hard_runs.n_params if hard_runs else None) if i == 0 else ""
+        n_params = MISSING if hard_runs.empty else fmt_params(hard_runs.n_params.iloc[0])
+        for protocol, name in PROTOCOLS.items():
+            params = n_params if protocol == "literature" else ""
+            gain = f"{pair.gain[protocol]:+.2f}" if protocol in pair.index else MISSING
             rows.append(
-                [
-                    "",
-                    params,
-                    f"{soft_label}, {name}",
-                    *cells(hard_runs, protocol),
-                    *cells(soft_runs, protocol),
-                    gain,
-                ]
+                ["", params, f"{soft_label}, {name}", *hard_cells[protocol], *soft_cells[protocol], gain]
             )
     avg = paper["table2_average"]
     rows.append(
         ["Average", "-", "paper"]
-        + [paper_cell(avg[t][m]) for t in ("hard", "soft") for m in METRICS]
+        + [paper_cell(avg[side][m]) for side in sides for m in METRICS]
         + [f"{avg['gain']:.2f}"]
     )
+    # ours as the paper: the means of the rows' means and of their stds (the fewest seeds decide the ±)
+    both = pd.concat(pairs).groupby(level="protocol")
+    averages = both.agg({c: "min" if c.endswith("_count") else "mean" for c in pairs[0].columns})
     for protocol, name in PROTOCOLS.items():
-        pairs = ours_by_protocol[protocol]
-        if not pairs:
+        if protocol not in averages.index:
             rows.append(["", "", f"ours, {name}"] + [MISSING] * 7)
             continue
-        mean_cells = []
-        for side in (0, 1):
-            for i in range(3):
-                stats = [pair[side][i] for pair in pairs]
-                mean_cells.append(
-                    Stat(
-                        statistics.fmean(s.mean for s in stats),
-                        statistics.fmean(s.std for s in stats),
-                        min(s.n for s in stats),
-                    ).fmt()
-                )
-        gain = statistics.fmean(s[2].mean - h[2].mean for h, s in pairs)
-        archs = f"{len(pairs)} arch{'s' if len(pairs) > 1 else ''}"
-        rows.append(["", "", f"ours ({archs}), {name}", *mean_cells, f"{gain:+.2f}"])
-    header = [
-        "Model",
-        "# Params",
-        "Source",
-        "Hard Sp (%)",
-        "Hard Se (%)",
-        "Hard Score (%)",
-        "Soft Sp (%)",
-        "Soft Se (%)",
-        "Soft Score (%)",
-        "Gain Score (%)",
+        mean, n = averages.loc[protocol], both.size()[protocol]
+        cells = [fmt_stat(mean, f"{side}_{m}") for side in sides for m in METRICS]
+        archs = f"{n} arch{'s' if n > 1 else ''}"
+        rows.append(["", "", f"ours ({archs}), {name}", *cells, f"{mean.gain:+.2f}"])
+    header = ["Model", "# Params", "Source"]
+    header += [f"{side.title()} {m} (%)" for side in sides for m in ("Sp", "Se", "Score")] + [
+        "Gain Score (%)"
     ]
     note = (
         "Paper: soft labels from the mean teacher BTS++[k=5]; its BTS soft row repeats the best BTS-d "
@@ -386,44 +370,39 @@ def table2(sources: Sources, paper: dict[str, Any]) -> str:
     return "## Table 2: hard vs soft labels per architecture\n\n" + note + "\n\n" + md_table(header, rows)
 
 
-def table3_result(sources: Sources, row: dict[str, Any]) -> Result | None:
-    variant, p = row["variant"], sources.p
+def table3_cell(runs: pd.DataFrame, prof: Profile, row: dict[str, Any]) -> tuple[str, pd.DataFrame] | None:
+    variant = row["variant"]
     if variant == "baseline":
-        return Result("ours", sources.baseline())
+        return "ours", runs_of(runs, "baseline")
     if variant in ("mean", "random"):
-        paper_k = p["ablation"]["k"] if variant == "mean" else row["k"]
-        return sources.resolve({"kind": "student", "method": variant, "k": paper_k})
-    runs = sources.ablation(variant)
-    if runs is None:
+        return student_cell(runs, prof, variant, prof.ablation_k if variant == "mean" else row["k"])
+    if variant not in prof.ablation_variants:
         return None
-    labels = {
-        "noise_var": f"ours [var={p['ablation']['noise_var']}]",
-        "curated": f"ours [k={p['ablation']['k']}]",
-    }
-    return Result(labels.get(variant, "ours"), runs)
+    labels = {"noise_var": f"ours [var={prof.noise_var}]", "curated": f"ours [k={prof.ablation_k}]"}
+    return labels.get(variant, "ours"), runs_of(runs, "ablation", ablation=variant)
 
 
-def table3(sources: Sources, paper: dict[str, Any]) -> str:
+def table3(runs: pd.DataFrame, prof: Profile, paper: dict[str, Any]) -> str:
     rows = []
     for row in paper["table3"]:
         published = [row["text"], "", ""] if "text" in row else [paper_cell(row[m]) for m in METRICS]
         rows.append([row["method"], "paper", *published])
-        rows += [["", source, *values] for source, values in result_lines(table3_result(sources, row))]
+        rows += [["", source, *values] for source, values in run_lines(table3_cell(runs, prof, row), prof)]
     header = ["Method", "Source", "Sp (%)", "Se (%)", "Score (%)"]
     return "## Table 3: ablation of the soft labels (BTS-d)\n\n" + md_table(header, rows)
 
 
-def sweep_table(sources: Sources) -> str:
+def sweep_table(runs: pd.DataFrame, prof: Profile) -> str:
     """Every cell of the distillation sweep (the data of Figure 2), all three protocols."""
+    cells = [("0", "baseline (hard labels)", runs_of(runs, "baseline"))] + [
+        (str(k), method, runs_of(runs, "students", target=method, k=k))
+        for k in prof.ks
+        for method in prof.methods
+    ]
     rows = []
-    base = sources.baseline()
-    rows.append(
-        ["0", "baseline (hard labels)", str(len(base.runs))] + [base.cell(p, "score") for p in PROTOCOLS]
-    )
-    for k in sources.p["distill"]["ks"]:
-        for method in sources.p["distill"]["methods"]:
-            runs = sources.student(method, k)
-            rows.append([str(k), method, str(len(runs.runs))] + [runs.cell(p, "score") for p in PROTOCOLS])
+    for k, teacher, cell in cells:
+        scores = protocol_cells(cell, ["score"])
+        rows.append([k, teacher, str(cell.seed.nunique())] + [scores[p][0] for p in PROTOCOLS])
     header = ["k", "Teacher", "Seeds"] + [f"Score (%), {name}" for name in PROTOCOLS.values()]
     return "## Distillation sweep (Figure 2 data)\n\n" + md_table(header, rows)
 
@@ -437,58 +416,43 @@ def cost_table(cost: dict[str, Any] | None) -> str:
         "counted by torch.utils.flop_counter.FlopCounterMode (2 FLOPs per multiply-add of matmul, conv and "
         "attention). An ensemble of k teachers costs k teacher passes."
     )
-    rows = [
-        [
-            f"{cost['student']['arch']} student (single model)",
-            "1",
-            fmt_params(cost["student"]["n_params"]),
-            f"{cost['student']['flops'] / 1e9:.4g}",
-            "1.0",
-        ]
+    student, teacher = cost["student"], cost["teacher"]
+    models = [(f"{student['arch']} student (single model)", "1", student, "1.0")] + [
+        (f"{teacher['arch']} teacher ensemble", k, entry, f"{entry['ratio']:.1f}")
+        for k, entry in cost["ensembles"].items()
     ]
-    for k, entry in cost["ensembles"].items():
-        rows.append(
-            [
-                f"{cost['teacher']['arch']} teacher ensemble",
-                k,
-                fmt_params(entry["n_params"]),
-                f"{entry['flops'] / 1e9:.4g}",
-                f"{entry['ratio']:.1f}",
-            ]
-        )
+    rows = [[name, k, fmt_params(c["n_params"]), f"{c['flops'] / 1e9:.4g}", x] for name, k, c, x in models]
     header = ["Model", "k", "# Params", "GFLOPs / cycle", "× student"]
     return title + note + "\n\n" + md_table(header, rows)
 
 
-def report_archs(params: dict[str, Any]) -> list[str]:
-    return sorted({params["teacher"]["arch"], params["distill"]["arch"], *params["arch_table"]["archs"]})
+def report_archs(prof: Profile) -> list[str]:
+    return sorted({prof.teacher_arch, prof.distill_arch, *prof.table2_archs})
 
 
-def is_smoke(params: dict[str, Any]) -> bool:
+def is_smoke(prof: Profile) -> bool:
     """Tiny models or the synthetic corpus: numbers that must never be mistaken for the paper's."""
-    tiny = any(params["models"][arch]["size"] == "tiny" for arch in report_archs(params))
-    return tiny or "synthetic" in params["data"]["root"]
+    return any(prof.sizes[arch] == "tiny" for arch in report_archs(prof)) or "synthetic" in prof.data_root
 
 
-def profile_header(params: dict[str, Any]) -> str:
+def profile_header(prof: Profile) -> str:
     """The facts that tell a smoke run from a paper run, read from params."""
-    models = params["models"]
-    t, d, a, ab = params["teacher"], params["distill"], params["arch_table"], params["ablation"]
-    sizes = ", ".join(f"{arch} {models[arch]['size']}" for arch in report_archs(params))
+    p, seeds = prof, prof.seeds
+    sizes = ", ".join(f"{arch} {p.sizes[arch]}" for arch in report_archs(p))
     lines = [
-        f"- data: `{params['data']['root']}` (validation fraction {params['data']['val_fraction']})",
-        f"- teachers: {len(t['seeds'])} × {t['arch']} (seeds {t['seeds']})",
-        f"- sweep: {d['arch']} students, k ∈ {d['ks']}, teachers {d['methods']}, seeds {d['seeds']}",
-        f"- architecture table: {a['archs']}, hard and {a['methods']} teacher, k = {a['k']}, "
-        f"seeds {a['seeds']}",
-        f"- ablation: {ab['variants']}, k = {ab['k']}, seeds {ab['seeds']}",
-        f"- second generation: k = {params['second_gen']['k']}, {params['second_gen']['method']} teacher",
+        f"- data: `{p.data_root}` (validation fraction {p.val_fraction})",
+        f"- teachers: {len(seeds['teachers'])} × {p.teacher_arch} (seeds {seeds['teachers']})",
+        f"- sweep: {p.distill_arch} students, k ∈ {p.ks}, teachers {p.methods}, seeds {seeds['students']}",
+        f"- architecture table: {p.table2_archs}, hard and {p.table2_methods} teacher, k = {p.table2_k}, "
+        f"seeds {seeds['arch']}",
+        f"- ablation: {p.ablation_variants}, k = {p.ablation_k}, seeds {seeds['ablation']}",
+        f"- second generation: k = {p.second_gen_k}, {p.second_gen_method} teacher",
         f"- model sizes: {sizes}",
     ]
     warning = (
         "\n> **Smoke profile** (tiny models and/or the synthetic corpus): these numbers check the pipeline "
         "and are NOT comparable with the paper's.\n"
-        if is_smoke(params)
+        if is_smoke(prof)
         else ""
     )
     legend = (
@@ -497,11 +461,5 @@ def profile_header(params: dict[str, Any]) -> str:
         "= test metrics at the best validation epoch (n/a: no validation subset). `-` = result missing or "
         "not in this profile; `[k=…]` = the k actually used when the paper's k is not in the sweep."
     )
-    return (
-        "# Results: ours beside the paper's\n\nProfile (from params):\n\n"
-        + "\n".join(lines)
-        + "\n"
-        + warning
-        + "\n"
-        + legend
-    )
+    body = "\n".join(lines)
+    return f"# Results: ours beside the paper's\n\nProfile (from params):\n\n{body}\n{warning}\n{legend}"
