@@ -2,7 +2,7 @@
 
 For every ``runtime.compile`` mode (off: eager; default: inductor; reduce-overhead: inductor replayed as
 CUDA graphs, GPU only), batch size and target kind (hard labels, soft labels), builds BTS with random
-weights, times ``loop.train_epoch`` after two warm-up steps (which include compiling), then ``loop.predict``.
+weights, times ``loop.train_steps`` after two warm-up steps (which include compiling), then ``loop.predict``.
 Prints training samples/s, ms/step, the ratio to the reference loop (35.2 samples/s for full-size BTS at
 batch 8 on an H100), evaluation samples/s, warm-up seconds and peak GPU memory.
 
@@ -23,16 +23,15 @@ from rsckd.config import COMPILE_MODES
 from rsckd.data.prompts import LOCATION_NAMES, bts_prompt
 from rsckd.models import build_model, build_tokenizer, tokenize
 from rsckd.training.loop import (
-    Cycles,
-    RunData,
+    CycleSet,
+    DeviceCycles,
     TrainStep,
     compiled,
     make_optimizer,
     pick_device,
     predict,
     seed_everything,
-    stream_generator,
-    train_epoch,
+    train_steps,
 )
 from rsckd.training.protocol import average_as_lr_scale
 from rsckd.training.targets import Targets
@@ -80,18 +79,13 @@ def main() -> None:
     rng = np.random.default_rng(0)
     n = max(args.batch_sizes) * (n_timed + WARM_UP_STEPS)
     labels = rng.integers(0, 4, n)
-    data = RunData(
+    data = CycleSet(
         features=rng.normal(-40.0, 15.0, (n, t, f)).astype(np.float32),
         labels=labels,
-        train_rows=np.arange(n),
-        fit_rows=np.arange(n),
-        val_rows=np.arange(0),
-        test_rows=np.arange(n),
-        targets=Targets("hard", labels),
         prompt_index=rng.integers(0, len(texts), n),
-        tokens=(ids.to(device), mask.to(device)),
+        targets=Targets("hard", labels),
     )
-    cycles = Cycles(data, np.arange(n), device)
+    cycles = DeviceCycles(data, (ids.to(device), mask.to(device)), device)
     targets = {
         "hard": data.targets,
         "soft": Targets("mean", labels, rng.normal(size=(5, n, 4)).astype(np.float32)),
@@ -112,21 +106,19 @@ def main() -> None:
         optimizer, lr = make_optimizer(model, 1e-6, device)
         lr.fill_(5e-5 * average_as_lr_scale(model, 0.5))
         step = TrainStep(model, optimizer, None, mode)
-        train_cfg = {"batch_size": bs, "drop_last": True, "specaugment": None}
         rows = torch.arange(bs * (n_timed + WARM_UP_STEPS), device=device)
         warm, timed = rows[: WARM_UP_STEPS * bs], rows[WARM_UP_STEPS * bs :]
+        no_masks = (None, None)
         for kind, target in targets.items():
             target_t = torch.from_numpy(target.for_epoch(1)).to(device)
             start = time.perf_counter()
-            train_epoch(step, cycles, warm, target_t, train_cfg, stream_generator(0, 0, 0), None)
+            train_steps(step, cycles, warm, target_t, no_masks, bs, WARM_UP_STEPS)
             sync(device)
             warm_s = time.perf_counter() - start
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
-            loss, _, steps = train_epoch(
-                step, cycles, timed, target_t, train_cfg, stream_generator(0, 1, 0), None
-            )
+            loss, _ = train_steps(step, cycles, timed, target_t, no_masks, bs, n_timed)
             float(loss)  # waits for the device
             train_s = time.perf_counter() - start
             peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
@@ -139,9 +131,9 @@ def main() -> None:
                 predict(model, fn, cycles, eval_bs)
                 sync(device)
                 eval_text = f"{n / (time.perf_counter() - start):9.1f}"
-            samples_s = steps * bs / train_s
+            samples_s = n_timed * bs / train_s
             print(
-                f"{mode:<16} {bs:>5} {kind:>6} {samples_s:9.1f} {1000 * train_s / steps:8.1f} "
+                f"{mode:<16} {bs:>5} {kind:>6} {samples_s:9.1f} {1000 * train_s / n_timed:8.1f} "
                 f"{samples_s / REFERENCE_SAMPLES_S:6.1f} {eval_text:>9} {warm_s:9.1f} {peak:8.2f}",
                 flush=True,
             )

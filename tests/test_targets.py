@@ -63,6 +63,16 @@ def test_random_teacher_redrawn_every_epoch_and_reproducible(soft, labels):
     assert not np.array_equal(Targets("random", labels, soft, seed=8).for_epoch(2), e2)
 
 
+@pytest.mark.parametrize("kind", ["hard", "random", "noise_var"])
+def test_taken_rows_are_those_of_the_draw_over_every_train_row(kind, soft, labels):
+    """The fit rows' targets do not depend on which train rows are fit (val rows still take their draw)."""
+    t = Targets(kind, labels, soft if kind == "random" else None, seed=3)
+    rows = np.arange(0, 40, 3)
+    for epoch in (1, 2):
+        np.testing.assert_array_equal(t.take(rows).for_epoch(epoch), t.for_epoch(epoch)[rows])
+    assert t.rows is None
+
+
 def test_noise_var_has_the_requested_variance(labels):
     big = np.arange(20000) % 4
     t = Targets("noise_var", big, noise_var=0.1, seed=1)

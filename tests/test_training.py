@@ -330,44 +330,40 @@ def _epoch_inputs(arch, target="hard", compile_mode="off"):
     params = load_params(REPO / "params.yaml")
     model_cfg, cfg = params["models"][arch], params["train"][arch]
     table = _table()
-    labels = table["label"].to_numpy().astype(np.int64)
+    labels = table["label"].to_numpy().astype(np.int64)[:N_FIT]
     tokenizer = tokens = prompt_index = None
     if arch == "bts":
         prompts, prompt_index = np.unique(table["prompt"].to_numpy().astype(str), return_inverse=True)
         tokenizer = build_tokenizer(model_cfg, prompts.tolist())
         tokens = tokenize(tokenizer, prompts.tolist(), model_cfg["max_text_length"])
+        prompt_index = prompt_index[:N_FIT]
     torch.manual_seed(0)
     model = build_model(arch, model_cfg, SHAPES[kind], tokenizer=tokenizer)
-    rows = np.arange(N_FIT)
     soft = (
         np.random.default_rng(1).normal(size=(3, N_FIT, 4)).astype(np.float32) if target != "hard" else None
     )
-    data = loop.RunData(
+    fit = loop.CycleSet(
         features=_features(labels, np.random.default_rng(0), SHAPES[kind]),
         labels=labels,
-        train_rows=rows,
-        fit_rows=rows,
-        val_rows=rows[:0],
-        test_rows=rows,
-        targets=Targets(target, labels[rows], soft),
         prompt_index=prompt_index,
-        tokens=tokens,
+        targets=Targets(target, labels, soft),
     )
     device = torch.device("cpu")
     optimizer, lr = loop.make_optimizer(model, cfg["weight_decay"], device)
     lr.fill_(cfg["lr"])
-    weight = torch.ones(4) if data.targets.hard else None
+    weight = torch.ones(4) if fit.targets.hard else None
     step = loop.TrainStep(model, optimizer, weight, compile_mode)
-    cycles = loop.Cycles(data, rows, device)
-    targets = torch.from_numpy(data.targets.for_epoch(1))
+    cycles = loop.DeviceCycles(fit, tokens, device)
+    targets = torch.from_numpy(fit.targets.for_epoch(1))
     return step, cycles, torch.arange(N_FIT), targets, cfg
 
 
 def _epoch(step, cycles, rows, targets, cfg):
-    augment = loop.stream_generator(1, 1, loop.AUGMENT) if cfg["specaugment"] else None
-    return loop.train_epoch(
-        step, cycles, rows, targets, cfg, loop.stream_generator(1, 1, loop.SHUFFLE), augment
-    )
+    """One epoch's steps as ``loop.train`` takes them: shuffled, SpecAugment masks drawn for the epoch."""
+    bs = cfg["batch_size"]
+    order = rows[torch.randperm(len(rows), generator=loop.stream_generator(1, 1, loop.SHUFFLE))]
+    masks = _masks(cfg, len(order), tuple(cycles.x.shape[1:]))
+    return loop.train_steps(step, cycles, order, targets, masks, bs, len(order) // bs)
 
 
 @pytest.mark.parametrize(("arch", "target"), [("bts", "hard"), ("cnn6", "mean")])

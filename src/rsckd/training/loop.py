@@ -1,12 +1,14 @@
 """The training loop of one run, in one file: data on the device, the epoch loop, evaluation, selection.
 
-Per epoch e = 1..E (reference-protocol section 5): set the cosine LR once, shuffle the training cycles
-with a generator seeded by (seed, e), build that epoch's targets (and SpecAugment masks), run Adam (coupled
-weight decay) steps with the reference step averaging expressed as a learning-rate and BatchNorm-momentum
-scale (``protocol.average_as_lr_scale``), then evaluate the whole test split (and the val subset) and
-record one history row. The checkpoint kept for the run's logits is the one ``train.select`` picks; since
-a selection over a growing history only ever moves to the newest epoch, its weights are copied only when
-it does. The full state goes to a resume checkpoint every ``runtime.checkpoint_minutes``.
+The cycle table is sliced once into named sets (``slice_sets``): fit (trained on, with its targets), val,
+test, and the train split whose logits the teacher ensemble reads. ``train`` then runs, per epoch
+e = 1..E (reference-protocol section 5): set the cosine LR once, shuffle the fit cycles with a generator
+seeded by (seed, e), build that epoch's targets (and SpecAugment masks), take the Adam (coupled weight decay)
+steps, with the reference's per-step averaging as a learning-rate and BatchNorm-momentum scale
+(``protocol.average_as_lr_scale``), then evaluate the whole test split (and the val subset) and record one
+history row. The checkpoint kept for the run's logits is the one ``train.select`` picks; since a selection
+over a growing history only ever moves to the newest epoch, its weights are copied only when it does. The
+full state goes to a resume checkpoint every ``runtime.checkpoint_minutes``.
 
 CPU and CUDA share this code. Features live on the training device and are indexed there, Adam is fused,
 and nothing syncs with the host inside an epoch: losses and the non-finite check accumulate on the device,
@@ -43,18 +45,56 @@ SHUFFLE, AUGMENT = 0, 1  # independent random streams per (seed, epoch)
 
 
 @dataclass
-class RunData:
-    """Inputs of one run, indexed by cycle-table row."""
+class CycleSet:
+    """One named set of the run's cycles, sliced from the cycle table once."""
 
-    features: np.ndarray  # (N, T, F) float32, all table rows (a memory map is fine)
-    labels: np.ndarray  # (N,) int class of every row
-    train_rows: np.ndarray  # split == train rows: the rows of the targets and of logits_train
-    fit_rows: np.ndarray  # subset == train rows: the rows trained on (val excluded)
-    val_rows: np.ndarray  # subset == val rows (may be empty)
-    test_rows: np.ndarray  # split == test rows
-    targets: Targets  # targets of the train rows
-    prompt_index: np.ndarray | None = None  # (N,) row -> index of its prompt in ``tokens`` (text models)
+    features: np.ndarray  # (n, T, F) float32
+    labels: np.ndarray  # (n,) int64 class of each cycle
+    prompt_index: np.ndarray | None = None  # (n,) each cycle's prompt in ``RunData.tokens`` (text models)
+    targets: Targets | None = None  # the fit set's training targets
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class RunData:
+    """The cycles of one run as named sets: the loop indexes none of them by cycle-table row."""
+
+    fit: CycleSet  # subset == train: trained on, with its targets
+    val: CycleSet  # subset == val (may be empty): for the val selection
+    test: CycleSet  # split == test: evaluated every epoch
+    train: CycleSet  # split == train (fit and val): its logits go to the teacher ensemble
     tokens: tuple[torch.Tensor, torch.Tensor] | None = None  # (input_ids, attention_mask) of unique prompts
+
+
+def slice_sets(
+    features: np.ndarray,
+    labels: np.ndarray,
+    split: np.ndarray,
+    subset: np.ndarray,
+    targets: Targets,
+    prompt_index: np.ndarray | None = None,
+    tokens: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> RunData:
+    """The run's sets from the cycle table's columns (``features`` may be a memory map); ``targets`` are
+    those of the train split, in table order."""
+
+    def cycle_set(rows: np.ndarray, targets: Targets | None = None) -> CycleSet:
+        prompts = None if prompt_index is None else prompt_index[rows]
+        return CycleSet(
+            np.ascontiguousarray(features[rows], dtype=np.float32), labels[rows], prompts, targets
+        )
+
+    train_rows = np.flatnonzero(split == "train")
+    fit_in_train = np.flatnonzero(subset[train_rows] == "train")
+    return RunData(
+        fit=cycle_set(train_rows[fit_in_train], targets.take(fit_in_train)),
+        val=cycle_set(np.flatnonzero(subset == "val")),
+        test=cycle_set(np.flatnonzero(split == "test")),
+        train=cycle_set(train_rows),
+        tokens=tokens,
+    )
 
 
 @dataclass
@@ -124,16 +164,18 @@ def stream_generator(
     )
 
 
-class Cycles:
-    """Features (and prompt tokens) of some table rows, resident on the training device."""
+class DeviceCycles:
+    """A set's features (and prompt tokens) on the training device, batched by position in the set."""
 
-    def __init__(self, data: RunData, rows: np.ndarray, device: torch.device) -> None:
-        self.n = len(rows)
-        self.x = torch.from_numpy(np.ascontiguousarray(data.features[rows], dtype=np.float32)).to(device)
+    def __init__(
+        self, cycles: CycleSet, tokens: tuple[torch.Tensor, torch.Tensor] | None, device: torch.device
+    ) -> None:
+        self.n = len(cycles)
+        self.x = torch.from_numpy(cycles.features).to(device)
         self.prompt = None
-        self.tokens = data.tokens
-        if data.prompt_index is not None:
-            self.prompt = torch.from_numpy(data.prompt_index[rows].astype(np.int64)).to(device)
+        self.tokens = tokens
+        if cycles.prompt_index is not None:
+            self.prompt = torch.from_numpy(cycles.prompt_index.astype(np.int64)).to(device)
 
     def batch(
         self, idx: torch.Tensor | slice
@@ -160,7 +202,7 @@ def compiled(fn: Callable[..., torch.Tensor], mode: str) -> Callable[..., torch.
 
 @torch.no_grad()
 def predict(
-    model: torch.nn.Module, fn: Callable[..., torch.Tensor], cycles: Cycles, batch_size: int
+    model: torch.nn.Module, fn: Callable[..., torch.Tensor], cycles: DeviceCycles, batch_size: int
 ) -> torch.Tensor:
     """(n, 4) float32 logits on the device, in row order.
 
@@ -220,38 +262,33 @@ class TrainStep:
         return loss.detach()
 
 
-def train_epoch(
+def train_steps(
     step: TrainStep,
-    cycles: Cycles,
-    rows: torch.Tensor,
+    cycles: DeviceCycles,
+    order: torch.Tensor,
     targets: torch.Tensor,
-    cfg: dict[str, Any],
-    shuffle: torch.Generator,
-    augment: torch.Generator | None,
+    masks: tuple[torch.Tensor | None, torch.Tensor | None],
+    batch_size: int,
+    steps: int,
     desc: str = "train",
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """One pass over ``rows`` (positions in ``cycles``/``targets``).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The epoch's optimiser steps: step i trains on the cycles at ``order[b]`` (positions in ``cycles``
+    and ``targets``) with rows ``b`` of the SpecAugment ``masks``, b = i * batch_size : (i + 1) * batch_size.
 
-    Returns (mean loss, 1-based index of the first step with a non-finite loss or -1, steps), the first
-    two as device tensors so the epoch never waits for the device.
+    Returns the mean loss and the 1-based index of the first step with a non-finite loss (or -1), as device
+    tensors: no step waits for the device.
     """
     step.model.train()
-    bs = cfg["batch_size"]
-    order = rows[torch.randperm(len(rows), generator=shuffle).to(rows.device)]
-    steps = len(rows) // bs if cfg["drop_last"] else math.ceil(len(rows) / bs)
-    masks = (None, None)
-    if augment is not None:  # row j of the masks goes to the j-th sample of the epoch
-        masks = draw_masks(len(order), tuple(cycles.x.shape[1:]), cfg["specaugment"], augment)
     loss_sum = torch.zeros((), device=targets.device)
     first_bad = torch.full((), -1, dtype=torch.long, device=targets.device)
     for i in tqdm(range(steps), desc=desc, file=sys.stderr, leave=False, mininterval=1.0):
-        batch = slice(i * bs, (i + 1) * bs)
+        batch = slice(i * batch_size, (i + 1) * batch_size)
         idx = order[batch]
         time_mask, freq_mask = (m if m is None else m[batch] for m in masks)
-        loss = step(bs, *cycles.batch(idx), targets[idx], time_mask, freq_mask)
+        loss = step(batch_size, *cycles.batch(idx), targets[idx], time_mask, freq_mask)
         loss_sum += loss
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), i + 1, first_bad)
-    return loss_sum / max(steps, 1), first_bad, steps
+    return loss_sum / steps, first_bad
 
 
 def make_optimizer(
@@ -284,29 +321,26 @@ def train(
     """Train ``model`` (already on ``device``) under the train.<arch> block ``cfg``; leaves it holding the
     selected checkpoint's weights (and its BatchNorm momenta scaled by ``average_as_lr_scale``)."""
     epochs, bs = cfg["epochs"], cfg["batch_size"]
-    n_steps = len(data.fit_rows) // bs if cfg["drop_last"] else len(data.fit_rows)
-    if n_steps == 0:
+    steps = len(data.fit) // bs if cfg["drop_last"] else math.ceil(len(data.fit) / bs)
+    if steps == 0:
         raise UserError(
-            f"train.batch_size: {bs} is more than the {len(data.fit_rows)} training cycles (drop_last: true)"
+            f"train.batch_size: {bs} is more than the {len(data.fit)} training cycles (drop_last: true)"
         )
-    if cfg["select"] == "val" and len(data.val_rows) == 0:
+    if cfg["select"] == "val" and len(data.val) == 0:
         raise UserError("train.select: 'val' needs validation rows (subset == val) in the cycle table")
     cuda = device.type == "cuda"
     eval_bs = 256 if cuda else 64
-    fn = compiled(model, compile_mode)
+    fit, test = DeviceCycles(data.fit, data.tokens, device), DeviceCycles(data.test, data.tokens, device)
+    val = DeviceCycles(data.val, data.tokens, device) if len(data.val) else None
 
-    train_set, test_set = Cycles(data, data.train_rows, device), Cycles(data, data.test_rows, device)
-    val_set = Cycles(data, data.val_rows, device) if len(data.val_rows) else None
-    fit_pos = torch.from_numpy(np.searchsorted(data.train_rows, data.fit_rows)).to(device)
-    test_labels, val_labels = data.labels[data.test_rows], data.labels[data.val_rows]
     weight = None
-    if cfg["class_weighted"] and data.targets.hard:
-        weight = torch.from_numpy(class_weights(data.labels[data.fit_rows])).to(device)
-
-    lr_scale = average_as_lr_scale(model, cfg["ma_beta"])
+    if cfg["class_weighted"] and data.fit.targets.hard:
+        weight = torch.from_numpy(class_weights(data.fit.labels)).to(device)
+    lr_scale = average_as_lr_scale(model, cfg["ma_beta"])  # the reference's step averaging, as Adam's lr
     optimizer, lr_now = make_optimizer(model, cfg["weight_decay"], device)
     step = TrainStep(model, optimizer, weight, compile_mode)
-    targets = torch.from_numpy(data.targets.for_epoch(1)).to(device)  # refilled in place every epoch
+    predict_fn = compiled(model, compile_mode)
+    targets = torch.from_numpy(data.fit.targets.for_epoch(1)).to(device)  # refilled in place every epoch
 
     history: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None  # {"epoch", "state", "logits_test"} of the selected epoch so far
@@ -327,38 +361,43 @@ def train(
     for epoch in range(len(history) + 1, epochs + 1):
         lr = cosine_lr(cfg["lr"], cfg["min_lr_ratio"], epoch, epochs)
         lr_now.fill_(lr * lr_scale)
-        targets.copy_(torch.from_numpy(data.targets.for_epoch(epoch)))
-        augment = stream_generator(seed, epoch, AUGMENT, device) if cfg["specaugment"] else None
-        shuffle = stream_generator(seed, epoch, SHUFFLE)
-        loss, first_bad, steps = train_epoch(
-            step, train_set, fit_pos, targets, cfg, shuffle, augment, desc=f"epoch {epoch}/{epochs}"
+        order = torch.randperm(fit.n, generator=stream_generator(seed, epoch, SHUFFLE)).to(device)
+        targets.copy_(torch.from_numpy(data.fit.targets.for_epoch(epoch)))
+        masks = (None, None)
+        if cfg["specaugment"]:  # row j of the masks goes to the epoch's j-th sample
+            augment = stream_generator(seed, epoch, AUGMENT, device)
+            masks = draw_masks(fit.n, tuple(fit.x.shape[1:]), cfg["specaugment"], augment)
+        loss, first_bad = train_steps(
+            step, fit, order, targets, masks, bs, steps, desc=f"epoch {epoch}/{epochs}"
         )
-        bad = int(first_bad)
-        if bad >= 0 or not math.isfinite(float(loss)):
+
+        train_loss, bad = float(loss), int(first_bad)  # the epoch's first wait for the device
+        if bad >= 0 or not math.isfinite(train_loss):
             raise UserError(
                 f"training loss became NaN or infinite at epoch {epoch}, step {bad} of {steps} "
                 "(lower train.lr, check the features for NaN/inf, or the target: raw_logits may diverge); "
                 "nothing was written"
             )
-        test_logits = predict(model, fn, test_set, eval_bs)
-        test = evaluate(test_logits, test_labels)
-        val = evaluate(predict(model, fn, val_set, eval_bs), val_labels) if val_set is not None else None
-        if not math.isfinite(test["loss"]):
+        test_logits = predict(model, predict_fn, test, eval_bs)
+        on_test = evaluate(test_logits, data.test.labels)
+        on_val = None if val is None else evaluate(predict(model, predict_fn, val, eval_bs), data.val.labels)
+        if not math.isfinite(on_test["loss"]):
             raise UserError(
                 f"test logits became NaN or infinite at epoch {epoch} (check the test features for NaN/inf)"
             )
-        row = {"epoch": epoch, "lr": lr, "train_loss": float(loss), "test_loss": test["loss"]}
-        row.update({f"test_{k}": test[k] for k in ("sp", "se", "score")})
-        row.update({f"val_{k}": None if val is None else val[k] for k in ("sp", "se", "score")})
+        row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "test_loss": on_test["loss"]}
+        row.update({f"test_{k}": on_test[k] for k in ("sp", "se", "score")})
+        row.update({f"val_{k}": None if on_val is None else on_val[k] for k in ("sp", "se", "score")})
         history.append(row)
-        if select_epochs(history, cfg["se_min"])[cfg["select"]]["epoch"] == epoch:
-            best = {"epoch": epoch, "state": _state_copy(model), "logits_test": test_logits.clone()}
-        val_text = "" if val is None else f" | val Score {val['score']:.2f}"
+        val_text = "" if on_val is None else f" | val Score {on_val['score']:.2f}"
         tqdm.write(
-            f"epoch {epoch}/{epochs} lr {lr:.3g} loss {row['train_loss']:.4f} | test loss {test['loss']:.4f} "
-            f"Sp {test['sp']:.2f} Se {test['se']:.2f} Score {test['score']:.2f}{val_text}",
+            f"epoch {epoch}/{epochs} lr {lr:.3g} loss {train_loss:.4f} | test loss {on_test['loss']:.4f} "
+            f"Sp {on_test['sp']:.2f} Se {on_test['se']:.2f} Score {on_test['score']:.2f}{val_text}",
             file=sys.stderr,
         )
+
+        if select_epochs(history, cfg["se_min"])[cfg["select"]]["epoch"] == epoch:
+            best = {"epoch": epoch, "state": _state_copy(model), "logits_test": test_logits.clone()}
         if checkpoints is not None and checkpoints.due():
             checkpoints.save(
                 {
@@ -375,7 +414,8 @@ def train(
             epoch_hook(epoch)
 
     model.load_state_dict(best["state"])
-    logits_train = predict(model, fn, train_set, eval_bs)
+    del fit  # the train split's features take its place on the device
+    logits_train = predict(model, predict_fn, DeviceCycles(data.train, data.tokens, device), eval_bs)
     return RunResult(
         history=history,
         selection=select_epochs(history, cfg["se_min"]),

@@ -15,26 +15,32 @@ def cosine_lr(lr: float, min_lr_ratio: float, epoch: int, epochs: int) -> float:
 
 
 def average_as_lr_scale(model: torch.nn.Module, beta: float) -> float:
-    """The reference ``ma_update`` as optimiser settings: scales every BatchNorm momentum of ``model`` by
-    (1 - beta) in place and returns (1 - beta), the factor for Adam's learning rate.
+    """The reference's per-step averaging (``ma_update``) as optimiser settings: scales every BatchNorm
+    momentum of ``model`` by (1 - beta) in place and returns (1 - beta), the factor for Adam's learning rate.
 
-    The reference sets state <- beta * old + (1 - beta) * new after every optimiser step, "old" being the
-    state before the step (parameters and buffers). Adam with coupled weight decay steps a parameter by
-    new = old - lr * m_hat / (sqrt(v_hat) + eps), its moments built from gradients g = dL/dtheta + wd * theta
-    taken at the parameters the forward pass used, which are the averaged ones; the moments never see
-    ``new``. So
+    After every optimiser step the reference sets theta <- theta + (1 - beta) * (adam_step(theta) - theta)
+    over the model's state (parameters and buffers; Adam's own state is not averaged). Adam with coupled
+    weight decay moves a parameter by adam_step(theta) - theta = -lr * m_hat / (sqrt(v_hat) + eps), where
+    m_hat, v_hat are the bias-corrected moments of the gradients g = dL/dtheta + wd * theta taken at the
+    parameters the forward pass used: they depend on neither lr nor the post-step parameters. The
+    displacement is linear in lr, so
 
-        beta * old + (1 - beta) * new = old - (1 - beta) * lr * m_hat / (sqrt(v_hat) + eps),
+        theta + (1 - beta) * (adam_step(theta) - theta)
+            = theta - (1 - beta) * lr * m_hat / (sqrt(v_hat) + eps)
 
-    Adam's own step at learning rate (1 - beta) * lr, with the same moments. A BatchNorm running statistic
-    with batch statistic s and momentum mu moves to new = (1 - mu) * old + mu * s, so
+    is exactly Adam's step at learning rate (1 - beta) * lr with the same moments; by induction over the steps
+    both runs see the same parameters, dropout draws, gradients and moments. (The factor goes on lr, not on
+    the loss: Adam divides by the gradient's own scale, so it would cancel up to eps.) A BatchNorm running
+    statistic with batch statistic s (which does not read the running one) and momentum mu moves to
+    (1 - mu) * old + mu * s, so
 
-        beta * old + (1 - beta) * new = (1 - (1 - beta) * mu) * old + (1 - beta) * mu * s,
+        old + (1 - beta) * (new - old) = (1 - (1 - beta) * mu) * old + (1 - beta) * mu * s,
 
-    the update at momentum (1 - beta) * mu. Only ``num_batches_tracked`` differs (the reference's average
-    truncates it back to its start; here it counts the steps), and a BatchNorm with a momentum never reads
-    it. The two agree up to floating-point rounding (tests/test_protocol.py runs both on tiny BTS and CNN6
-    in float64), and no state is copied or averaged per step.
+    the update at momentum (1 - beta) * mu; buffers a step leaves alone average to themselves. Only
+    ``num_batches_tracked`` differs (the reference's average truncates it back to its start; here it counts
+    the steps), and a BatchNorm with a momentum never reads it. The two agree up to floating-point rounding
+    (tests/test_protocol.py runs both on tiny BTS and CNN6 in float64), and no state is copied or averaged
+    per step.
     """
     scale = 1.0 - beta
     for module in model.modules():

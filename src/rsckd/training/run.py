@@ -18,7 +18,7 @@ from rsckd.atomic import file_digest, write_json
 from rsckd.config import ABLATIONS, ARCHS, load_params
 from rsckd.errors import UserError
 from rsckd.training.artifacts import run_config, write_curves, write_run
-from rsckd.training.loop import RunData, pick_device, seed_everything, train
+from rsckd.training.loop import pick_device, seed_everything, slice_sets, train
 from rsckd.training.resume import Checkpoints, resume_dir
 from rsckd.training.targets import (
     ABLATION_TARGETS,
@@ -148,17 +148,7 @@ def train_run(
     feature_shape = (int(features.shape[1]), int(features.shape[2]))
     model = build_model(arch, model_cfg, feature_shape, tokenizer=tokenizer).to(device)
 
-    data = RunData(
-        features=features,
-        labels=labels,
-        train_rows=train_rows,
-        fit_rows=np.flatnonzero(subset == "train"),
-        val_rows=np.flatnonzero(subset == "val"),
-        test_rows=np.flatnonzero(split == "test"),
-        targets=targets,
-        prompt_index=prompt_index,
-        tokens=tokens,
-    )
+    data = slice_sets(features, labels, split, subset, targets, prompt_index, tokens)
     result = train(model, data, train_cfg, seed, device, checkpoints, epoch_hook, runtime["compile"])
 
     config = run_config(

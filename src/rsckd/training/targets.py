@@ -1,7 +1,7 @@
 """Training targets: hard labels, teacher soft labels (paper section 3.3) and the Table 3 variants.
 
 A soft-label file holds the logits of teachers 1..k on the train rows (split == train, table order),
-shape (k, N_train, 4). Targets are built for all train rows; the loop picks the rows it trains on.
+shape (k, N_train, 4). Targets are drawn for all train rows; ``Targets.take`` keeps the rows trained on.
 
 Target kinds (per epoch ``e``, run seed ``s``; "re-drawn" uses ``numpy.random.default_rng([s, e])`` so a
 resumed run draws the same values):
@@ -18,6 +18,7 @@ Soft targets ignore the hard labels; the loss is sum_c -t_c log softmax(z)_c, av
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,7 @@ class Targets:
         self.kind, self.labels, self.soft, self.seed = kind, labels, soft, seed
         self.k = None if soft is None else int(soft.shape[0])
         self.fixed: np.ndarray | None = None
+        self.rows: np.ndarray | None = None  # the train rows ``for_epoch`` returns (None: all)
         self.noise_std: np.ndarray | float = 0.0
         if kind == "mean":
             self.fixed = softmax(soft.mean(axis=0))
@@ -123,8 +125,20 @@ class Targets:
     def hard(self) -> bool:
         return self.kind == "hard"
 
+    def take(self, rows: np.ndarray) -> Targets:
+        """These targets at some train rows only (positions in the train split). Re-drawn targets are
+        still drawn for every train row, so a row's target does not depend on which rows are taken."""
+        taken = copy.copy(self)
+        taken.rows = rows
+        return taken
+
     def for_epoch(self, epoch: int) -> np.ndarray:
-        """(N_train,) int64 class indices for hard labels, else (N_train, 4) float32 target distributions."""
+        """(n,) int64 class indices for hard labels, else (n, 4) float32 target distributions, of the n
+        rows taken (all train rows unless ``take`` chose some)."""
+        targets = self._every_train_row(epoch)
+        return targets if self.rows is None else targets[self.rows]
+
+    def _every_train_row(self, epoch: int) -> np.ndarray:
         if self.hard:
             return self.labels
         if self.fixed is not None:
