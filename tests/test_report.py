@@ -90,7 +90,7 @@ def report(root: Path) -> None:
 def _params(root: Path) -> dict:
     from rsckd.config import load_params
 
-    return load_params(root / "params.yaml")
+    return load_params(root / "params.yaml").model_dump()
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -242,11 +242,12 @@ def test_paper_values_cover_the_three_tables() -> None:
 
 def test_inference_cost_compares_one_student_with_the_ensembles(project: Path) -> None:
     pytest.importorskip("rsckd.models")
+    from rsckd.config import load_params
     from rsckd.data.features import feature_shape
 
-    params = _params(project)
-    cfg = params["features"]["clap"]
-    t, f = feature_shape("clap", cfg, int(params["cycles"]["desired_length_s"] * cfg["sample_rate"]))
+    params = load_params(project / "params.yaml")
+    cfg = params.features.clap
+    t, f = feature_shape("clap", cfg, int(params.cycles.desired_length_s * cfg.sample_rate))
     dump(project / "features/clap/meta.json", {"kind": "clap", "shape": [10, t, f]})
     report(project)
     first = (project / "metrics/inference_cost.json").read_bytes()

@@ -8,43 +8,33 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-from rsckd.config import load_params
+from rsckd.architectures import ARCHITECTURES
+from rsckd.config import Params, load_params
 from rsckd.errors import UserError
 
 SYNTHETIC_ROOT = "data/synthetic"  # written by the synthesize stage, so never missing before the DAG runs
-_CLAP = "a Hugging Face laion/clap-htsat-unfused directory (or `rsckd import-clap 630k-audioset-best.pt DIR`)"
-WEIGHTS = {
-    "bts": _CLAP,
-    "audio_clap": _CLAP,
-    "ast": "a Hugging Face MIT/ast-finetuned-audioset-10-10-0.4593 directory",
-    "cnn6": "the PANNs checkpoint Cnn6_mAP=0.343.pth (zenodo record 3987831)",
-    "resnet18": "torchvision's ImageNet ResNet18 in timm layout (model.safetensors of timm/resnet18.tv_in1k)",
-    "efficientnet_b0": "timm ImageNet EfficientNet-B0 (model.safetensors of timm/efficientnet_b0.ra_in1k)",
-}
 
 
-def missing_inputs(params: dict[str, Any]) -> list[str]:
+def missing_inputs(params: Params) -> list[str]:
     """What the configured profile needs from the user that is not on disk (data root, pretrained weights)."""
     problems = []
-    root = Path(params["data"]["root"])
-    if not (root / params["data"]["audio_dir"]).is_dir() and root != Path(SYNTHETIC_ROOT):
+    root = Path(params.data.root)
+    if not (root / params.data.audio_dir).is_dir() and root != Path(SYNTHETIC_ROOT):
         problems.append(
-            f"data.root: {root}/{params['data']['audio_dir']} not found. Download the ICBHI 2017 Respiratory "
+            f"data.root: {root}/{params.data.audio_dir} not found. Download the ICBHI 2017 Respiratory "
             "Sound Database and put ICBHI_final_database/ (920 .wav + .txt), ICBHI_challenge_train_test.txt "
             f"and the demographic file under {root}/ (optional: metadata.txt of the BTS reference for "
             "per-patient locations)"
         )
-    for arch, cfg in params["models"].items():
-        if cfg["pretrained"] is not None and not Path(cfg["pretrained"]).exists():
-            problems.append(
-                f"models.{arch}.pretrained: {cfg['pretrained']} not found; put there {WEIGHTS[arch]}"
-            )
+    for arch, cfg in params.models.items():
+        if cfg.pretrained is not None and not Path(cfg.pretrained).exists():
+            weights = ARCHITECTURES[arch].weights
+            problems.append(f"models.{arch}.pretrained: {cfg.pretrained} not found; put there {weights}")
     return problems
 
 
-def require_inputs(params: dict[str, Any]) -> None:
+def require_inputs(params: Params) -> None:
     problems = missing_inputs(params)
     if problems:
         raise UserError(
@@ -53,16 +43,16 @@ def require_inputs(params: dict[str, Any]) -> None:
         )
 
 
-def write_inputs(params: dict[str, Any], out: str) -> None:
+def write_inputs(params: Params, out: str) -> None:
     """``data.json`` (the data root) and ``<arch>.json`` per architecture: its pretrained weights and their
     content digest. Each training stage depends on its architecture's file and the inputs stage on
     models/pretrained/, so replacing one architecture's weights re-runs exactly that architecture's stages."""
     from rsckd.atomic import atomic_dir, content_digest, write_json
 
     with atomic_dir(out) as tmp:
-        write_json(tmp / "data.json", {"data_root": params["data"]["root"]})
-        for arch, cfg in params["models"].items():
-            weights = cfg["pretrained"]
+        write_json(tmp / "data.json", {"data_root": params.data.root})
+        for arch, cfg in params.models.items():
+            weights = cfg.pretrained
             digest = None if weights is None else content_digest(weights)
             write_json(tmp / f"{arch}.json", {"pretrained": weights, "sha256": digest})
 
@@ -83,4 +73,4 @@ def run(args: argparse.Namespace) -> None:
         require_inputs(params)
     if args.out:
         write_inputs(params, args.out)
-    print(f"{args.params}: ok ({len(params['teacher']['seeds'])} teachers, k in {params['distill']['ks']})")
+    print(f"{args.params}: ok ({len(params.teacher.seeds)} teachers, k in {params.distill.ks})")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from rsckd.atomic import atomic_dir, save_npy, write_json, write_text
-from rsckd.config import load_params
+from rsckd.config import Params, load_params
 from rsckd.data.table import load_cycles
 from rsckd.errors import UserError
 from rsckd.evaluation.icbhi_score import scores_from_logits
@@ -51,13 +51,13 @@ def ensemble_scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {"sp": scores["sp"], "se": scores["se"], "score": scores["score"], "loss": float(loss)}
 
 
-def soft_label_ks(params: dict[str, Any]) -> list[int]:
+def soft_label_ks(params: Params) -> list[int]:
     """Every k some student stage reads a file for."""
-    ks = set(params["distill"]["ks"])
-    ks.add(params["arch_table"]["k"])
-    variants = set(params["ablation"]["variants"])
+    ks = set(params.distill.ks)
+    ks.add(params.arch_table.k)
+    variants = set(params.ablation.variants)
     if variants & {"noise_teacher_var", "raw_logits"}:
-        ks.add(params["ablation"]["k"])
+        ks.add(params.ablation.k)
     if "single_teacher" in variants:
         ks.add(1)
     return sorted(ks)
@@ -80,7 +80,7 @@ def curated_seeds(teacher_metrics: dict[int, dict[str, Any]], k: int, by: str) -
 
 
 def run_ensemble(
-    params: dict[str, Any],
+    params: Params,
     cycles: Path,
     teachers_dir: Path,
     metrics_dir: Path,
@@ -91,7 +91,7 @@ def run_ensemble(
     table = load_cycles(cycles)
     train = table[table.split == "train"]
     test_labels = table.loc[table.split == "test", "label"].to_numpy()
-    seeds = params["teacher"]["seeds"]
+    seeds = params.teacher.seeds
     runs = [teachers_dir / f"s{seed}" for seed in seeds]
     train_logits = np.stack([read_logits(r, "train", len(train)) for r in runs])
     test_logits = np.stack([read_logits(r, "test", len(test_labels)) for r in runs])
@@ -106,9 +106,9 @@ def run_ensemble(
     with atomic_dir(soft_dir) as out:
         for k in soft_label_ks(params):
             save_npy(out / f"k{k}.npy", train_logits[:k])
-        if "curated" in params["ablation"]["variants"]:
-            k = params["ablation"]["k"]
-            chosen = curated_seeds(teacher_metrics, k, params["ensemble"]["curate_by"])
+        if "curated" in params.ablation.variants:
+            k = params.ablation.k
+            chosen = curated_seeds(teacher_metrics, k, params.ensemble.curate_by)
             save_npy(out / f"curated_k{k}.npy", train_logits[[seeds.index(s) for s in chosen]])
             curated = {
                 "k": k,

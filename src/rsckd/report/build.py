@@ -57,9 +57,9 @@ def model_cost(arch: str, params: dict[str, Any], features_dir: Path) -> dict[st
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from rsckd.data.features import FEATURE_KIND
+    from rsckd.architectures import architecture
 
-    meta_path = features_dir / FEATURE_KIND[arch] / "meta.json"
+    meta_path = features_dir / architecture(arch).feature_kind / "meta.json"
     if not meta_path.is_file():
         warn(f"{meta_path}: missing, inference cost of {arch} not computed")
         return None
@@ -70,19 +70,19 @@ def model_cost(arch: str, params: dict[str, Any], features_dir: Path) -> dict[st
         raise UserError(f"{meta_path}: malformed feature meta, expected a shape [N, T, F]") from None
     from rsckd.models import build_model, build_tokenizer, count_parameters, tokenize
 
-    cfg = params["models"][arch]
+    cfg = architecture(arch).block.model_validate(params["models"][arch])
     torch.manual_seed(0)
     tokenizer = build_tokenizer(cfg, [COST_PROMPT]) if arch == "bts" else None
     model = build_model(arch, cfg, (t, f), tokenizer=tokenizer).eval()
     inputs: dict[str, Any] = {}
-    if model.uses_text:
-        ids, mask = tokenize(tokenizer, [COST_PROMPT], cfg.get("max_text_length", 64))
+    if architecture(arch).reads_prompt:
+        ids, mask = tokenize(tokenizer, [COST_PROMPT], cfg.max_text_length)
         inputs = {"input_ids": ids, "attention_mask": mask}
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, t, f), **inputs)
     return {
         "arch": arch,
-        "size": cfg["size"],
+        "size": cfg.size,
         "feature_shape": [t, f],
         "n_params": count_parameters(model),
         "flops": int(counter.get_total_flops()),
@@ -167,7 +167,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     build_report(
-        load_params(args.params),
+        load_params(args.params).model_dump(),
         Path(args.metrics_dir),
         Path(args.plots_dir),
         Path(args.tables),

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from rsckd.config import Runtime, Train
 from rsckd.errors import UserError
 from rsckd.evaluation.icbhi_score import icbhi_scores
 from rsckd.training.protocol import average_as_lr_scale, cosine_lr, select_epochs
@@ -95,7 +96,7 @@ def pin_cpu_kernels(kernels: str) -> None:
         raise RuntimeError("pin_cpu_kernels: ATen chose its CPU kernels before the pin (call it first)")
 
 
-def seed_everything(seed: int, device: torch.device, runtime: dict[str, Any]) -> None:
+def seed_everything(seed: int, device: torch.device, runtime: Runtime) -> None:
     """Seeds, thread count and the kernel choices that make a run repeatable (README, 'What reproduces
     where'): on CPU deterministic algorithms, a fixed thread count and ``runtime.cpu_kernels``; on CUDA
     deterministic algorithms where torch has them (warning where it has not), cuDNN without autotuning, and
@@ -104,9 +105,9 @@ def seed_everything(seed: int, device: torch.device, runtime: dict[str, Any]) ->
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
     if device.type == "cpu":
-        pin_cpu_kernels(runtime["cpu_kernels"])
+        pin_cpu_kernels(runtime.cpu_kernels)
         torch.use_deterministic_algorithms(True)
-        torch.set_num_threads(runtime["threads"])
+        torch.set_num_threads(runtime.threads)
     else:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -225,7 +226,7 @@ def train_epoch(
     cycles: Cycles,
     rows: torch.Tensor,
     targets: torch.Tensor,
-    cfg: dict[str, Any],
+    cfg: Train,
     shuffle: torch.Generator,
     augment: torch.Generator | None,
     desc: str = "train",
@@ -236,12 +237,12 @@ def train_epoch(
     two as device tensors so the epoch never waits for the device.
     """
     step.model.train()
-    bs = cfg["batch_size"]
+    bs = cfg.batch_size
     order = rows[torch.randperm(len(rows), generator=shuffle).to(rows.device)]
-    steps = len(rows) // bs if cfg["drop_last"] else math.ceil(len(rows) / bs)
+    steps = len(rows) // bs if cfg.drop_last else math.ceil(len(rows) / bs)
     masks = (None, None)
     if augment is not None:  # row j of the masks goes to the j-th sample of the epoch
-        masks = draw_masks(len(order), tuple(cycles.x.shape[1:]), cfg["specaugment"], augment)
+        masks = draw_masks(len(order), tuple(cycles.x.shape[1:]), cfg.specaugment, augment)
     loss_sum = torch.zeros((), device=targets.device)
     first_bad = torch.full((), -1, dtype=torch.long, device=targets.device)
     for i in tqdm(range(steps), desc=desc, file=sys.stderr, leave=False, mininterval=1.0):
@@ -274,7 +275,7 @@ def _state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def train(
     model: torch.nn.Module,
     data: RunData,
-    cfg: dict[str, Any],
+    cfg: Train,
     seed: int,
     device: torch.device,
     checkpoints: Checkpoints | None = None,
@@ -283,13 +284,13 @@ def train(
 ) -> RunResult:
     """Train ``model`` (already on ``device``) under the train.<arch> block ``cfg``; leaves it holding the
     selected checkpoint's weights (and its BatchNorm momenta scaled by ``average_as_lr_scale``)."""
-    epochs, bs = cfg["epochs"], cfg["batch_size"]
-    n_steps = len(data.fit_rows) // bs if cfg["drop_last"] else len(data.fit_rows)
+    epochs, bs = cfg.epochs, cfg.batch_size
+    n_steps = len(data.fit_rows) // bs if cfg.drop_last else len(data.fit_rows)
     if n_steps == 0:
         raise UserError(
             f"train.batch_size: {bs} is more than the {len(data.fit_rows)} training cycles (drop_last: true)"
         )
-    if cfg["select"] == "val" and len(data.val_rows) == 0:
+    if cfg.select == "val" and len(data.val_rows) == 0:
         raise UserError("train.select: 'val' needs validation rows (subset == val) in the cycle table")
     cuda = device.type == "cuda"
     eval_bs = 256 if cuda else 64
@@ -300,11 +301,11 @@ def train(
     fit_pos = torch.from_numpy(np.searchsorted(data.train_rows, data.fit_rows)).to(device)
     test_labels, val_labels = data.labels[data.test_rows], data.labels[data.val_rows]
     weight = None
-    if cfg["class_weighted"] and data.targets.hard:
+    if cfg.class_weighted and data.targets.hard:
         weight = torch.from_numpy(class_weights(data.labels[data.fit_rows])).to(device)
 
-    lr_scale = average_as_lr_scale(model, cfg["ma_beta"])
-    optimizer, lr_now = make_optimizer(model, cfg["weight_decay"], device)
+    lr_scale = average_as_lr_scale(model, cfg.ma_beta)
+    optimizer, lr_now = make_optimizer(model, cfg.weight_decay, device)
     step = TrainStep(model, optimizer, weight, compile_mode)
     targets = torch.from_numpy(data.targets.for_epoch(1)).to(device)  # refilled in place every epoch
 
@@ -325,10 +326,10 @@ def train(
         print(f"resuming after epoch {len(history)} from {checkpoints.path}", file=sys.stderr)
 
     for epoch in range(len(history) + 1, epochs + 1):
-        lr = cosine_lr(cfg["lr"], cfg["min_lr_ratio"], epoch, epochs)
+        lr = cosine_lr(cfg.lr, cfg.min_lr_ratio, epoch, epochs)
         lr_now.fill_(lr * lr_scale)
         targets.copy_(torch.from_numpy(data.targets.for_epoch(epoch)))
-        augment = stream_generator(seed, epoch, AUGMENT, device) if cfg["specaugment"] else None
+        augment = stream_generator(seed, epoch, AUGMENT, device) if cfg.specaugment else None
         shuffle = stream_generator(seed, epoch, SHUFFLE)
         loss, first_bad, steps = train_epoch(
             step, train_set, fit_pos, targets, cfg, shuffle, augment, desc=f"epoch {epoch}/{epochs}"
@@ -351,7 +352,7 @@ def train(
         row.update({f"test_{k}": test[k] for k in ("sp", "se", "score")})
         row.update({f"val_{k}": None if val is None else val[k] for k in ("sp", "se", "score")})
         history.append(row)
-        if select_epochs(history, cfg["se_min"])[cfg["select"]]["epoch"] == epoch:
+        if select_epochs(history, cfg.se_min)[cfg.select]["epoch"] == epoch:
             best = {"epoch": epoch, "state": _state_copy(model), "logits_test": test_logits.clone()}
         val_text = "" if val is None else f" | val Score {val['score']:.2f}"
         tqdm.write(
@@ -378,7 +379,7 @@ def train(
     logits_train = predict(model, fn, train_set, eval_bs)
     return RunResult(
         history=history,
-        selection=select_epochs(history, cfg["se_min"]),
+        selection=select_epochs(history, cfg.se_min),
         logits_train=logits_train.cpu().numpy().astype(np.float32),
         logits_test=best["logits_test"].cpu().numpy().astype(np.float32),
     )
