@@ -19,7 +19,8 @@ import time
 import numpy as np
 import torch
 
-from rsckd.config import COMPILE_MODES
+from rsckd.architectures import BTSBlock
+from rsckd.config import COMPILE_MODES, Runtime
 from rsckd.data.prompts import LOCATION_NAMES, bts_prompt
 from rsckd.models import build_model, build_tokenizer, tokenize
 from rsckd.training.loop import (
@@ -66,16 +67,17 @@ def main() -> None:
 
     device = pick_device(args.device)
     cuda = device.type == "cuda"
-    seed_everything(0, device, {"threads": torch.get_num_threads(), "cpu_kernels": args.cpu_kernels})
+    runtime = Runtime.model_construct(threads=torch.get_num_threads(), cpu_kernels=args.cpu_kernels)
+    seed_everything(0, device, runtime)  # reads these two keys only
     size = args.size or ("full" if cuda else "tiny")
     modes = args.modes or [m for m in COMPILE_MODES if cuda or m != "reduce-overhead"]
     n_timed = args.steps or (50 if cuda else 5)
     eval_bs = args.eval_batch or (256 if cuda else 64)
     t, f = SHAPES[size]
-    cfg = {"size": size, "pretrained": None, "max_text_length": 64}
+    cfg = BTSBlock(size=size, pretrained=None, input_norm="none", max_text_length=64)
     texts = prompts()
     tokenizer = build_tokenizer(cfg, texts)
-    ids, mask = tokenize(tokenizer, texts, cfg["max_text_length"])
+    ids, mask = tokenize(tokenizer, texts, cfg.max_text_length)
     rng = np.random.default_rng(0)
     n = max(args.batch_sizes) * (n_timed + WARM_UP_STEPS)
     labels = rng.integers(0, 4, n)

@@ -23,11 +23,11 @@ def edited(path: str, value):
 
 
 def test_default_and_paper_profiles_are_valid():
-    assert validate(DEFAULT)["teacher"]["seeds"] == [1, 2, 3, 4, 5]
+    assert validate(DEFAULT).teacher.seeds == [1, 2, 3, 4, 5]
     paper = load_params(ROOT / "configs/paper.yaml")
-    assert len(paper["teacher"]["seeds"]) == 30
-    assert paper["distill"]["ks"] == [1, 3, 5, 10, 15, 20, 25, 30]
-    assert paper["models"]["bts"]["size"] == "full"
+    assert len(paper.teacher.seeds) == 30
+    assert paper.distill.ks == [1, 3, 5, 10, 15, 20, 25, 30]
+    assert paper.models["bts"].size == "full"
 
 
 @pytest.mark.parametrize(
@@ -74,12 +74,12 @@ def test_val_selection_needs_a_validation_split():
 def test_compile_off_may_be_written_bare():
     """YAML (and `dvc exp run -S runtime.compile=off`) read a bare off as false."""
     assert yaml.safe_load("compile: off")["compile"] is False
-    assert validate(edited("runtime.compile", False))["runtime"]["compile"] == "off"
-    assert validate(DEFAULT)["runtime"]["compile"] == "off"
+    assert validate(edited("runtime.compile", False)).runtime.compile == "off"
+    assert validate(DEFAULT).runtime.compile == "off"
 
 
 def test_numbers_written_as_yaml_strings_are_accepted():
-    assert validate(edited("train.bts.lr", "1e-4"))["train"]["bts"]["lr"] == pytest.approx(1e-4)
+    assert validate(edited("train.bts.lr", "1e-4")).train["bts"].lr == pytest.approx(1e-4)
 
 
 def test_paper_profile_names_every_missing_input(tmp_path, monkeypatch, capsys):
@@ -110,15 +110,15 @@ def test_missing_and_malformed_params_files(tmp_path):
 def test_arch_inputs_digest_each_architectures_features_and_weights(tmp_path):
     """Replacing one architecture's weights, or one feature kind, changes only the digest files of the
     architectures that read them (each training stage's dependency)."""
-    params = copy.deepcopy(DEFAULT)
+    params = validate(DEFAULT)
     weights = tmp_path / "pretrained"
     (weights / "clap").mkdir(parents=True)
     (weights / "clap" / "model.safetensors").write_bytes(b"clap")
     (weights / "clap" / ".cache").mkdir()
     (weights / "clap" / ".cache" / "download.lock").write_text("bookkeeping")
     (weights / "cnn6.pth").write_bytes(b"cnn6 v1")
-    params["models"]["bts"]["pretrained"] = str(weights / "clap")
-    params["models"]["cnn6"]["pretrained"] = str(weights / "cnn6.pth")
+    params.models["bts"].pretrained = str(weights / "clap")
+    params.models["cnn6"].pretrained = str(weights / "cnn6.pth")
     features = tmp_path / "features"
     for kind in ("clap", "fbank"):
         (features / kind).mkdir(parents=True)
@@ -132,7 +132,7 @@ def test_arch_inputs_digest_each_architectures_features_and_weights(tmp_path):
         return [name for name in before if after[name] != before[name]]
 
     before = written()
-    assert sorted(before) == sorted(f"{arch}.json" for arch in params["models"])
+    assert sorted(before) == sorted(f"{arch}.json" for arch, _ in params.models.items())
     resnet = yaml.safe_load(before["resnet18.json"])
     assert (resnet["pretrained"], resnet["pretrained_sha256"]) == (None, None)
     (weights / "clap" / ".cache" / "download.lock").write_text("other bookkeeping")

@@ -516,9 +516,13 @@ def test_mismatched_pretrained_directory(which, fragments, clap_dirs, ws, tmp_pa
 
 def test_matching_pretrained_directory_is_accepted(clap_dirs) -> None:
     """Control for the mismatch cases: the same weights under their own config load without complaint."""
+    from rsckd.architectures import ARCHITECTURES
     from rsckd.models import build_model
 
-    model = build_model("audio_clap", {"size": "tiny", "pretrained": str(clap_dirs["good"])}, (T, F))
+    block = ARCHITECTURES["audio_clap"].block(
+        size="tiny", pretrained=str(clap_dirs["good"]), input_norm="none"
+    )
+    model = build_model("audio_clap", block, (T, F))
     assert model.head.in_features == 32
 
 

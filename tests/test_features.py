@@ -15,21 +15,18 @@ import torch
 import torchaudio
 import yaml
 
+from rsckd.architectures import ARCHITECTURES
+from rsckd.config import ClapFeatures, Cycles, FbankFeatures
 from rsckd.data import features
 from rsckd.data.cycles import extract_cycles, read_wav
 from rsckd.errors import UserError
 
 PAPER = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/paper.yaml").read_text())["features"]
-PAPER_CLAP, PAPER_FBANK = PAPER["clap"], PAPER["fbank"]
-TINY_CLAP = {
-    **PAPER_CLAP,
-    "sample_rate": 8000,
-    "n_mels": 16,
-    "n_fft": 256,
-    "hop_length": 400,
-    "f_max": 3800.0,
-}
-TINY_FBANK = {"sample_rate": 8000, "num_mel_bins": 32, "frame_length_ms": 25.0, "frame_shift_ms": 40.0}
+PAPER_CLAP, PAPER_FBANK = ClapFeatures(**PAPER["clap"]), FbankFeatures(**PAPER["fbank"])
+TINY_CLAP = PAPER_CLAP.model_copy(
+    update={"sample_rate": 8000, "n_mels": 16, "n_fft": 256, "hop_length": 400, "f_max": 3800.0}
+)
+TINY_FBANK = FbankFeatures(sample_rate=8000, num_mel_bins=32, frame_length_ms=25.0, frame_shift_ms=40.0)
 
 
 def _cycles(sr: int, seconds: float, n: int, seed: int = 0) -> torch.Tensor:
@@ -74,7 +71,7 @@ def test_clap_logmel_matches_transformers_extractor():
 def test_clap_logmel_padding_cases_match_extractor(length):
     from transformers import ClapFeatureExtractor
 
-    cfg = {**TINY_CLAP, "hop_length": 80, "max_length_s": 1.0}
+    cfg = TINY_CLAP.model_copy(update={"hop_length": 80, "max_length_s": 1.0})
     extractor = ClapFeatureExtractor(
         truncation="rand_trunc",
         padding="repeatpad",
@@ -95,7 +92,7 @@ def test_clap_logmel_padding_cases_match_extractor(length):
 
 def test_clap_repeatpad_tiles_short_cycles():
     """A cycle shorter than half the window is tiled int(max_len / L) times before zero padding."""
-    cfg = {**TINY_CLAP, "max_length_s": 1.0}
+    cfg = TINY_CLAP.model_copy(update={"max_length_s": 1.0})
     short = torch.randn(1, 3000)
     tiled = torch.cat([short.repeat(1, 2), torch.zeros(1, 2000)], dim=1)
     assert torch.allclose(features.clap_logmel(short, cfg), features.clap_logmel(tiled, cfg), atol=1e-4)
@@ -103,7 +100,7 @@ def test_clap_repeatpad_tiles_short_cycles():
 
 @pytest.mark.parametrize("cfg", [PAPER_FBANK, TINY_FBANK])
 def test_fbank_matches_kaldi(cfg):
-    sr = cfg["sample_rate"]
+    sr = cfg.sample_rate
     cycles = _cycles(sr, 8.0, 2, seed=1)
     ours = features.fbank(cycles, cfg)
     for cycle, got in zip(cycles, ours, strict=True):
@@ -113,10 +110,10 @@ def test_fbank_matches_kaldi(cfg):
             sample_frequency=sr,
             use_energy=False,
             window_type="hanning",
-            num_mel_bins=cfg["num_mel_bins"],
+            num_mel_bins=cfg.num_mel_bins,
             dither=0.0,
-            frame_shift=cfg["frame_shift_ms"],
-            frame_length=cfg["frame_length_ms"],
+            frame_shift=cfg.frame_shift_ms,
+            frame_length=cfg.frame_length_ms,
         )
         assert got.shape == ref.shape
         # kaldi evaluates its mel banks in float32, ours in float64: near-zero triangle weights differ
@@ -125,7 +122,7 @@ def test_fbank_matches_kaldi(cfg):
 
 
 def test_feature_kind_map_and_errors():
-    assert features.FEATURE_KIND == {
+    assert {name: arch.feature_kind for name, arch in ARCHITECTURES.items()} == {
         "bts": "clap",
         "audio_clap": "clap",
         "ast": "fbank",
@@ -165,7 +162,7 @@ def _params(tmp_path, pad="repeat"):
 def test_stage_writes_table_order_features(tmp_path, monkeypatch, kind):
     table_path = _corpus(tmp_path)
     cfg = TINY_CLAP if kind == "clap" else TINY_FBANK
-    cycles_cfg = {"desired_length_s": 2.0, "pad": "repeat"}
+    cycles_cfg = Cycles(desired_length_s=2.0, pad="repeat")
     monkeypatch.setattr(features, "CHUNK_CYCLES", {"cpu": 4, "cuda": 4})  # several flushes, one mid-file
     table = features.read_cycle_table(table_path)
     out = tmp_path / "feat"
@@ -182,7 +179,7 @@ def test_stage_writes_table_order_features(tmp_path, monkeypatch, kind):
     np.testing.assert_array_equal(stored, torch.cat(expected).numpy())
     meta = json.loads((out / "meta.json").read_text())
     assert meta["kind"] == kind and meta["shape"] == list(shape) and meta["n_cycles"] == 9
-    assert meta["cycles"] == cycles_cfg and meta["params"] == cfg
+    assert meta["cycles"] == cycles_cfg.model_dump() and meta["params"] == cfg.model_dump()
     first = (out / "features.npy").read_bytes()
     features.build_features(table, kind, cfg, cycles_cfg, out)  # deterministic bytes, replaced atomically
     assert (out / "features.npy").read_bytes() == first
@@ -208,7 +205,7 @@ def test_stage_cli_and_user_errors(tmp_path, monkeypatch):
             features.read_cycle_table(tmp_path / "bad.csv"),
             "fbank",
             TINY_FBANK,
-            params["cycles"],
+            Cycles(**params["cycles"]),
             tmp_path / "x",
         )
     assert not (tmp_path / "x").exists()
@@ -219,7 +216,7 @@ def test_stage_cli_and_user_errors(tmp_path, monkeypatch):
             features.read_cycle_table(tmp_path / "bad.csv"),
             "clap",
             TINY_CLAP,
-            params["cycles"],
+            Cycles(**params["cycles"]),
             tmp_path / "x",
         )
 

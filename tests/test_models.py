@@ -1,12 +1,13 @@
-"""Model registry: every architecture at tiny size (fast) and once at full size; local pretrained loading."""
+"""Every architecture at tiny size (fast) and once at full size; local pretrained loading."""
 
 import pytest
 import torch
 
+from rsckd.architectures import ARCHITECTURES
 from rsckd.errors import UserError
-from rsckd.models import ARCHS, build_model, build_tokenizer, count_parameters, tokenize
+from rsckd.models import build_model, build_tokenizer, count_parameters, tokenize
 from rsckd.models.ast import adapt_position_embedding
-from rsckd.models.registry import normalise
+from rsckd.models.base import normalise
 
 PROMPTS = [
     "This sound was recorded from the trachea of a female pediatric patient, using an AKGC417L microphone.",
@@ -15,23 +16,24 @@ PROMPTS = [
 ]
 TINY_SHAPE = {"clap": (201, 16), "fbank": (200, 32)}  # the smoke profile's features
 FULL_SHAPE = {"clap": (1001, 64), "fbank": (798, 128)}  # the paper's features
-KIND = {"bts": "clap", "audio_clap": "clap"}
-NORM = {"bts": None, "audio_clap": None, "ast": "audioset"}
+NORM = {"bts": "none", "audio_clap": "none", "ast": "audioset"}
+OWN_KEYS = {"bts": {"max_text_length": 64}, "ast": {"swap_input_dims": False}}
 
 
 def cfg_for(arch, size="tiny", **extra):
-    cfg = {"size": size, "pretrained": None}
-    if arch == "bts":
-        cfg["max_text_length"] = 64
-    elif arch != "audio_clap":
-        cfg["input_norm"] = NORM.get(arch, "per_sample")
-    return {**cfg, **extra}
+    cfg = {
+        "size": size,
+        "pretrained": None,
+        "input_norm": NORM.get(arch, "per_sample"),
+        **OWN_KEYS.get(arch, {}),
+    }
+    return ARCHITECTURES[arch].block(**{**cfg, **extra})
 
 
 def build(arch, size="tiny", shape=None, **extra):
     cfg = cfg_for(arch, size, **extra)
     tok = build_tokenizer(cfg, PROMPTS) if arch == "bts" else None
-    shape = shape or (TINY_SHAPE if size == "tiny" else FULL_SHAPE)[KIND.get(arch, "fbank")]
+    shape = shape or (TINY_SHAPE if size == "tiny" else FULL_SHAPE)[ARCHITECTURES[arch].feature_kind]
     return build_model(arch, cfg, shape, tokenizer=tok), tok, shape
 
 
@@ -42,11 +44,10 @@ def text_inputs(tok, batch):
     return {"input_ids": ids, "attention_mask": mask}
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_tiny_model_trains(arch):
     torch.manual_seed(0)
     model, tok, shape = build(arch)
-    assert model.uses_text == (arch == "bts")
     x = torch.randn(4, *shape) * 20 - 50  # dB-like, unnormalised
     logits = model(x, **text_inputs(tok, 4))
     assert logits.shape == (4, 4) and torch.isfinite(logits).all()
@@ -83,7 +84,7 @@ def test_full_configs_build_offline_and_run():
         "resnet18": 11.17,
         "efficientnet_b0": 4.01,
     }
-    for arch in ARCHS:
+    for arch in ARCHITECTURES:
         torch.manual_seed(0)
         model, tok, shape = build(arch, "full")
         assert count_parameters(model) / 1e6 == pytest.approx(expected[arch], abs=0.01), arch
@@ -117,15 +118,17 @@ def test_feature_shape_is_checked():
         build("ast", shape=(200, 64))
     with pytest.raises(UserError, match=r"models\.ast.*patch"):
         build("ast", shape=(4, 32))
-    with pytest.raises(UserError, match="models.cnn6.size"):
-        build_model("cnn6", {"size": "huge", "pretrained": None}, (200, 32))
-    with pytest.raises(UserError, match="unknown architecture"):
-        build_model("vgg", {"size": "tiny"}, (200, 32))
+    with pytest.raises(UserError, match="config.json: model.size: expected one of tiny, full, got 'huge'"):
+        ARCHITECTURES["cnn6"].model_block(
+            {"size": "huge", "pretrained": None, "input_norm": "none"}, "config.json"
+        )
+    with pytest.raises(UserError, match="unknown architecture 'vgg'"):
+        build_model("vgg", cfg_for("cnn6"), (200, 32))
     with pytest.raises(UserError, match="tokenizer is required"):
         build_model("bts", cfg_for("bts"), (201, 16))
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_missing_pretrained_path_names_the_key(arch, tmp_path):
     with pytest.raises(UserError, match=rf"models\.{arch}\.pretrained: .*not found"):
         build(arch, pretrained=str(tmp_path / "absent"))

@@ -102,7 +102,7 @@ def report(root: Path) -> None:
     )
 
 
-def _params(root: Path) -> dict:
+def _params(root: Path):
     from rsckd.config import load_params
 
     return load_params(root / "params.yaml")
@@ -246,7 +246,7 @@ def test_report_json_is_a_numeric_headline_in_the_papers_names(project: Path) ->
 
 def test_report_json_names_another_distilled_architecture_by_its_label(project: Path) -> None:
     params = _params(project)
-    params["distill"]["arch"] = "cnn6"
+    params.distill.arch = "cnn6"
     build_report(params, project / "metrics", project / "plots", project / "reports/tables.md", project / "f")
     headline = json.loads((project / "metrics/report.json").read_text())
     assert list(headline)[:4] == ["CNN6", "CNN6-d", "BTS++", "CNN6-d++"]
@@ -318,11 +318,12 @@ def test_paper_values_cover_the_three_tables() -> None:
 
 def test_inference_cost_compares_one_student_with_the_ensembles(project: Path) -> None:
     pytest.importorskip("rsckd.models")
+    from rsckd.config import load_params
     from rsckd.data.features import feature_shape
 
-    params = _params(project)
-    cfg = params["features"]["clap"]
-    t, f = feature_shape("clap", cfg, int(params["cycles"]["desired_length_s"] * cfg["sample_rate"]))
+    params = load_params(project / "params.yaml")
+    cfg = params.features.clap
+    t, f = feature_shape("clap", cfg, int(params.cycles.desired_length_s * cfg.sample_rate))
     dump(project / "features/clap/meta.json", {"kind": "clap", "shape": [10, t, f]})
     report(project)
     first = (project / "metrics/inference_cost.json").read_bytes()

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from rsckd.architectures import ARCHITECTURES
 from rsckd.cli import main as cli_main
 from rsckd.config import load_params
 from rsckd.errors import UserError
@@ -70,9 +71,9 @@ def ws(tmp_path, monkeypatch):
         features[kind] = d
     params = load_params(REPO / "params.yaml")
     # one thread: fast on a busy shared machine; native kernels: this process has already run torch kernels
-    params["runtime"].update(device="cpu", threads=1, cpu_kernels="native")
-    for arch in params["train"]:
-        params["train"][arch].update(epochs=3, batch_size=16)
+    params.runtime.device, params.runtime.threads, params.runtime.cpu_kernels = "cpu", 1, "native"
+    for _, cfg in params.train.items():
+        cfg.epochs, cfg.batch_size = 3, 16
     return SimpleNamespace(
         root=tmp_path, cycles=cycles, features=features, params=params, n_train=N_FIT + N_VAL
     )
@@ -80,7 +81,7 @@ def ws(tmp_path, monkeypatch):
 
 def _run(ws, name, arch="bts", **kw):
     out, metrics = ws.root / name, ws.root / f"{name}.json"
-    kind = "clap" if arch in ("bts", "audio_clap") else "fbank"
+    kind = ARCHITECTURES[arch].feature_kind
     summary = train_run(
         arch, 1, out, metrics, ws.params, cycles=ws.cycles, features_dir=ws.features[kind], **kw
     )
@@ -187,7 +188,7 @@ def test_resumed_run_is_byte_identical(ws, capsys):
 def test_changed_param_does_not_resume_a_stale_run(ws, capsys):
     with pytest.raises(Interrupt):
         _run(ws, "b", epoch_hook=_interrupt_after(1))
-    ws.params["train"]["bts"]["lr"] = 2e-3
+    ws.params.train["bts"].lr = 2e-3
     capsys.readouterr()
     _run(ws, "b")
     assert "resuming" not in capsys.readouterr().err
@@ -202,7 +203,7 @@ def test_non_finite_loss_stops_and_writes_nothing(ws, cause):
         x[:N_FIT] = np.inf
         np.save(path, x)
     else:
-        ws.params["train"]["bts"]["lr"] = 1e30
+        ws.params.train["bts"].lr = 1e30
     with pytest.raises(UserError, match=r"NaN or infinite at epoch \d+, step \d+"):
         _run(ws, "run")
     assert not (ws.root / "run").exists() and not (ws.root / "run.json").exists()
@@ -217,8 +218,8 @@ def _write_soft(ws, name, k, rows=None):
 
 
 def test_soft_targets_and_ablation(ws):
-    for arch_cfg in ws.params["train"].values():
-        arch_cfg["epochs"] = 1
+    for _, arch_cfg in ws.params.train.items():
+        arch_cfg.epochs = 1
     soft = _write_soft(ws, "k3.npy", 3)
     _, metrics, summary = _run(ws, "random", target="random", soft=str(soft))
     assert summary["target"] == "random" and summary["k"] == 3
@@ -249,9 +250,9 @@ def test_soft_file_row_mismatch_is_a_user_error(ws):
 
 
 def test_fbank_arch_with_specaugment_and_class_weights(ws):
-    cfg = ws.params["train"]["cnn6"]
-    cfg.update(epochs=2, select="val")
-    assert cfg["class_weighted"] and cfg["specaugment"]
+    cfg = ws.params.train["cnn6"]
+    cfg.epochs, cfg.select = 2, "val"
+    assert cfg.class_weighted and cfg.specaugment
     out, _, summary = _run(ws, "cnn6", arch="cnn6")
     assert summary["selected"] == "val" and summary["val"]["epoch"] in (1, 2)
     assert not (out / "tokenizer").exists()
@@ -277,19 +278,19 @@ def test_cli_flag_errors(ws, capsys):
 
 
 def test_checkpoints_are_spaced_by_wall_time_and_keep_their_key(ws, capsys):
-    ws.params["train"]["bts"]["select"] = "last"  # the selected epoch is always the checkpoint's own
+    ws.params.train["bts"].select = "last"  # the selected epoch is always the checkpoint's own
     reference = _bytes(*_run(ws, "a")[:2])
-    ws.params["runtime"]["checkpoint_minutes"] = 30.0
+    ws.params.runtime.checkpoint_minutes = 30.0
     with pytest.raises(Interrupt):
         _run(ws, "b", epoch_hook=_interrupt_after(2))
     assert _resume_files(ws) == []  # no 30 minutes passed: nothing saved
-    ws.params["runtime"]["checkpoint_minutes"] = 0.0
+    ws.params.runtime.checkpoint_minutes = 0.0
     with pytest.raises(Interrupt):
         _run(ws, "b", epoch_hook=_interrupt_after(2))
     [checkpoint] = _resume_files(ws)
     best = torch.load(checkpoint, weights_only=True)["best"]
     assert best["epoch"] == 2 and best["state"] is None  # its weights are the model's: not saved twice
-    ws.params["runtime"]["checkpoint_minutes"] = 30.0  # when to save is not part of the run's identity
+    ws.params.runtime.checkpoint_minutes = 30.0  # when to save is not part of the run's identity
     capsys.readouterr()
     assert _bytes(*_run(ws, "b")[:2]) == reference
     assert "resuming after epoch 2" in capsys.readouterr().err
@@ -326,16 +327,16 @@ class HostReads(TorchDispatchMode):
 
 def _epoch_inputs(arch, target="hard", compile_mode="off"):
     """What ``loop.train`` builds for one epoch, on a tiny model: (step, cycles, rows, targets, cfg)."""
-    kind = "clap" if arch in ("bts", "audio_clap") else "fbank"
+    kind = ARCHITECTURES[arch].feature_kind
     params = load_params(REPO / "params.yaml")
-    model_cfg, cfg = params["models"][arch], params["train"][arch]
+    model_cfg, cfg = params.models[arch], params.train[arch]
     table = _table()
     labels = table["label"].to_numpy().astype(np.int64)[:N_FIT]
     tokenizer = tokens = prompt_index = None
     if arch == "bts":
         prompts, prompt_index = np.unique(table["prompt"].to_numpy().astype(str), return_inverse=True)
         tokenizer = build_tokenizer(model_cfg, prompts.tolist())
-        tokens = tokenize(tokenizer, prompts.tolist(), model_cfg["max_text_length"])
+        tokens = tokenize(tokenizer, prompts.tolist(), model_cfg.max_text_length)
         prompt_index = prompt_index[:N_FIT]
     torch.manual_seed(0)
     model = build_model(arch, model_cfg, SHAPES[kind], tokenizer=tokenizer)
@@ -349,8 +350,8 @@ def _epoch_inputs(arch, target="hard", compile_mode="off"):
         targets=Targets(target, labels, soft),
     )
     device = torch.device("cpu")
-    optimizer, lr = loop.make_optimizer(model, cfg["weight_decay"], device)
-    lr.fill_(cfg["lr"])
+    optimizer, lr = loop.make_optimizer(model, cfg.weight_decay, device)
+    lr.fill_(cfg.lr)
     weight = torch.ones(4) if fit.targets.hard else None
     step = loop.TrainStep(model, optimizer, weight, compile_mode)
     cycles = loop.DeviceCycles(fit, tokens, device)
@@ -360,7 +361,7 @@ def _epoch_inputs(arch, target="hard", compile_mode="off"):
 
 def _epoch(step, cycles, rows, targets, cfg):
     """One epoch's steps as ``loop.train`` takes them: shuffled, SpecAugment masks drawn for the epoch."""
-    bs = cfg["batch_size"]
+    bs = cfg.batch_size
     order = rows[torch.randperm(len(rows), generator=loop.stream_generator(1, 1, loop.SHUFFLE))]
     masks = _masks(cfg, len(order), tuple(cycles.x.shape[1:]))
     return loop.train_steps(step, cycles, order, targets, masks, bs, len(order) // bs)
@@ -371,7 +372,7 @@ def test_an_epoch_never_waits_for_the_device(arch, target, one_thread):
     """Training steps (SpecAugment, class weights or soft targets, fused Adam) and batched evaluation ask
     the device for no value: on a GPU the host runs ahead and the step can be a CUDA graph."""
     step, cycles, rows, targets, cfg = _epoch_inputs(arch, target)
-    assert (cfg["specaugment"] is not None) == (arch == "cnn6")
+    assert (cfg.specaugment is not None) == (arch == "cnn6")
     with HostReads() as watch:
         _epoch(step, cycles, rows, targets, cfg)
         loop.predict(step.model, step.model, cycles, 64)
@@ -399,15 +400,15 @@ def fresh_dynamo():
 
 def _masks(cfg, n, shape):
     """SpecAugment masks of ``n`` samples if the block has SpecAugment, else none."""
-    if cfg["specaugment"] is None:
+    if cfg.specaugment is None:
         return None, None
-    return draw_masks(n, shape, cfg["specaugment"], torch.Generator().manual_seed(0))
+    return draw_masks(n, shape, cfg.specaugment, torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("arch", ["bts", "audio_clap", "ast"])
 def test_step_and_evaluation_compile_without_graph_breaks(arch, one_thread, fresh_dynamo):
     step, cycles, rows, targets, cfg = _epoch_inputs(arch)
-    idx = rows[: cfg["batch_size"]]
+    idx = rows[: cfg.batch_size]
     x, ids, mask = cycles.batch(idx)
     train = torch._dynamo.explain(step.eager)(x, ids, mask, targets[idx], *_masks(cfg, len(idx), x.shape[1:]))
     step.model.eval()
@@ -444,9 +445,9 @@ def test_compiled_step_gives_the_eager_losses(arch, one_thread, fresh_dynamo):
 def test_compiled_run_matches_the_eager_run(ws, fresh_dynamo):
     """``runtime.compile: default`` through a whole AST run (SpecAugment masks inside the compiled step,
     class weights, padded evaluation batches; AST has no dropout) gives the eager run's history and logits."""
-    ws.params["train"]["ast"].update(epochs=2)
+    ws.params.train["ast"].epochs = 2
     eager, _, _ = _run(ws, "eager", arch="ast")
-    ws.params["runtime"]["compile"] = "default"
+    ws.params.runtime.compile = "default"
     compiled, _, _ = _run(ws, "compiled", arch="ast")
     histories = [pd.read_csv(out / "history.csv") for out in (eager, compiled)]
     for column in ("train_loss", "test_loss"):

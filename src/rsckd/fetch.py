@@ -449,7 +449,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from rsckd.config import load_params
-    from rsckd.data.icbhi import DATA_DEFAULTS
     from rsckd.data.summary import format_summary, summarize_root
     from rsckd.inputs import require_inputs
 
@@ -480,4 +479,4 @@ def run(args: argparse.Namespace) -> None:
             print(f"{src['name']}: {'fetched' if fetched else 'present, verified'} -> {where}")
     require_inputs(params)
     print(f"{args.params}: every input is in place")
-    print(format_summary(summarize_root({key: params["data"][key] for key in DATA_DEFAULTS})))
+    print(format_summary(summarize_root(params.data.model_dump())))

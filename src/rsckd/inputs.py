@@ -1,51 +1,41 @@
 """``rsckd check-params``: validate a params file and check that the inputs its profile needs are on disk.
 
 The pipeline's first stage (``inputs``) runs it with ``--inputs --out data/inputs``, and the ``arch_inputs``
-stage, once the features exist, with ``--arch-inputs``: one digest file per architecture, so changed weights or
-features re-run exactly the stages of the architectures that read them.
+stage, once the features exist, with ``--arch-inputs``: one digest file per architecture, so changed weights
+or features re-run exactly the stages of the architectures that read them.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-from rsckd.config import load_params
+from rsckd.architectures import ARCHITECTURES
+from rsckd.config import Params, load_params
 from rsckd.errors import UserError
 
 SYNTHETIC_ROOT = "data/synthetic"  # written by the synthesize stage, so never missing before the DAG runs
-_CLAP = "a Hugging Face laion/clap-htsat-unfused directory (or `rsckd import-clap 630k-audioset-best.pt DIR`)"
-WEIGHTS = {
-    "bts": _CLAP,
-    "audio_clap": _CLAP,
-    "ast": "a Hugging Face MIT/ast-finetuned-audioset-10-10-0.4593 directory",
-    "cnn6": "the PANNs checkpoint Cnn6_mAP=0.343.pth (zenodo record 3987831)",
-    "resnet18": "torchvision's ImageNet ResNet18 in timm layout (model.safetensors of timm/resnet18.tv_in1k)",
-    "efficientnet_b0": "timm ImageNet EfficientNet-B0 (model.safetensors of timm/efficientnet_b0.ra_in1k)",
-}
 
 
-def missing_inputs(params: dict[str, Any]) -> list[str]:
+def missing_inputs(params: Params) -> list[str]:
     """What the configured profile needs from the user that is not on disk (data root, pretrained weights)."""
     problems = []
-    root = Path(params["data"]["root"])
-    if not (root / params["data"]["audio_dir"]).is_dir() and root != Path(SYNTHETIC_ROOT):
+    root = Path(params.data.root)
+    if not (root / params.data.audio_dir).is_dir() and root != Path(SYNTHETIC_ROOT):
         problems.append(
-            f"data.root: {root}/{params['data']['audio_dir']} not found. Download the ICBHI 2017 Respiratory "
+            f"data.root: {root}/{params.data.audio_dir} not found. Download the ICBHI 2017 Respiratory "
             "Sound Database and put ICBHI_final_database/ (920 .wav + .txt), ICBHI_challenge_train_test.txt "
             f"and the demographic file under {root}/ (optional: metadata.txt of the BTS reference for "
             "per-patient locations)"
         )
-    for arch, cfg in params["models"].items():
-        if cfg["pretrained"] is not None and not Path(cfg["pretrained"]).exists():
-            problems.append(
-                f"models.{arch}.pretrained: {cfg['pretrained']} not found; put there {WEIGHTS[arch]}"
-            )
+    for arch, cfg in params.models.items():
+        if cfg.pretrained is not None and not Path(cfg.pretrained).exists():
+            weights = ARCHITECTURES[arch].weights
+            problems.append(f"models.{arch}.pretrained: {cfg.pretrained} not found; put there {weights}")
     return problems
 
 
-def require_inputs(params: dict[str, Any]) -> None:
+def require_inputs(params: Params) -> None:
     problems = missing_inputs(params)
     if problems:
         raise UserError(
@@ -54,29 +44,28 @@ def require_inputs(params: dict[str, Any]) -> None:
         )
 
 
-def write_inputs(params: dict[str, Any], out: str) -> None:
+def write_inputs(params: Params, out: str) -> None:
     """``data.json``: the data root the prepare stage reads, once it has been checked."""
     from rsckd.atomic import atomic_dir, write_json
 
     with atomic_dir(out) as tmp:
-        write_json(tmp / "data.json", {"data_root": params["data"]["root"]})
+        write_json(tmp / "data.json", {"data_root": params.data.root})
 
 
-def write_arch_inputs(params: dict[str, Any], features_root: Path, out: str) -> None:
+def write_arch_inputs(params: Params, features_root: Path, out: str) -> None:
     """One ``<arch>.json`` per architecture: the content digests of what its training reads besides the cycle
     table and its params blocks, namely its feature folder and its pretrained weights. Every training stage
     depends on its architecture's file, so changed features or new weights re-run exactly the stages of the
     architectures that read them, whatever teacher.arch, distill.arch and arch_table.archs name (dvc.yaml
     cannot look up an architecture's feature kind itself)."""
     from rsckd.atomic import atomic_dir, content_digest, write_json
-    from rsckd.data.features import FEATURE_KIND
 
     with atomic_dir(out) as tmp:
-        for arch, cfg in params["models"].items():
-            features = features_root / FEATURE_KIND[arch]
+        for arch, cfg in params.models.items():
+            features = features_root / ARCHITECTURES[arch].feature_kind
             if not (features / "features.npy").is_file():
                 raise UserError(f"{features}: no features.npy (run `rsckd features --kind {features.name}`)")
-            weights = cfg["pretrained"]
+            weights = cfg.pretrained
             digests = {
                 "features": features.as_posix(),
                 "features_sha256": content_digest(features),
@@ -93,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", help="write the checked data root into this folder (the first stage)")
     parser.add_argument(
-        "--arch-inputs", help="write one digest file per architecture of its features and weights into this folder"
+        "--arch-inputs",
+        help="write one digest file per architecture of its features and weights into this folder",
     )
     parser.add_argument("--features-dir", default="data/features", help="folder of the feature kinds")
 
@@ -106,4 +96,4 @@ def run(args: argparse.Namespace) -> None:
         write_inputs(params, args.out)
     if args.arch_inputs:
         write_arch_inputs(params, Path(args.features_dir), args.arch_inputs)
-    print(f"{args.params}: ok ({len(params['teacher']['seeds'])} teachers, k in {params['distill']['ks']})")
+    print(f"{args.params}: ok ({len(params.teacher.seeds)} teachers, k in {params.distill.ks})")

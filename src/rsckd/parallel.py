@@ -23,10 +23,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from rsckd.config import block, integer, optional, read_yaml, text
+from pydantic import BeforeValidator
+
+from rsckd.config import read_yaml
 from rsckd.errors import UserError
+from rsckd.schema import TEXT, Block, Expected, fail, integer, validated
 
 CLUSTERS = ("local", "slurm", "pbs")
 DEFAULT_CLUSTER_CONFIG = "configs/cluster.yaml"
@@ -150,13 +153,13 @@ def _run_item(item: str, root: str, log_dir: str, deal: GpuDeal) -> dict[str, An
 # ---------------------------------------------------------------- clusters
 
 
-def _string_list(key: str, value: Any) -> list[str]:
+def _string_list(value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise UserError(f"params: {key}: expected a list of non-empty strings ([a, b] or []), got {value!r}")
+        raise ValueError("not a list of strings")
     return value
 
 
-def _memory(key: str, value: Any) -> str:
+def _memory(value: Any) -> str:
     from dask.utils import parse_bytes
 
     try:
@@ -164,57 +167,56 @@ def _memory(key: str, value: Any) -> str:
             return value
     except ValueError:
         pass
-    raise UserError(f"params: {key}: expected an amount of memory such as 64GiB, got {value!r}")
+    raise ValueError("not an amount of memory")
 
 
-def _walltime(key: str, value: Any) -> str:
+def _walltime(value: Any) -> str:
     if isinstance(value, str) and re.fullmatch(r"(\d+-)?\d+:\d\d:\d\d", value):
         return value
     sexagesimal = " (YAML reads an unquoted 24:00:00 as a number: quote it)" if isinstance(value, int) else ""
-    raise UserError(f"params: {key}: expected a walltime HH:MM:SS, got {value!r}{sexagesimal}")
+    raise fail(f"expected a walltime HH:MM:SS, got {value!r}{sexagesimal}")
 
 
-JOB_SCHEMA = {
-    "queue": optional(text),
-    "account": optional(text),
-    "walltime": _walltime,
-    "memory": _memory,
-    "cpus_per_job": integer(1),
-    "gpus_per_job": integer(1),
-    "slots_per_gpu": integer(1),
-    "directives": _string_list,
-    "prologue": _string_list,
-    "interface": optional(text),
-    "log_directory": text,
-}
+STRINGS = Annotated[
+    list[str], BeforeValidator(_string_list), Expected("a list of non-empty strings ([a, b] or [])")
+]
 
 
-def _checked(source: str, check: Any, key: str, value: Any) -> Any:
-    """Run one of rsckd.config's checks, naming ``source`` (a file or the flags) instead of params.yaml."""
-    try:
-        return check(key, value)
-    except UserError as err:
-        raise UserError(f"{source}: {str(err).removeprefix('params: ')}") from None
+class JobSettings(Block):
+    """One batch-job kind (slurm, pbs) of the cluster config."""
+
+    queue: TEXT | None
+    account: TEXT | None
+    walltime: Annotated[str, BeforeValidator(_walltime)]
+    memory: Annotated[str, BeforeValidator(_memory), Expected("an amount of memory such as 64GiB")]
+    cpus_per_job: integer(1)
+    gpus_per_job: integer(1)
+    slots_per_gpu: integer(1)
+    directives: STRINGS
+    prologue: STRINGS
+    interface: TEXT | None
+    log_directory: TEXT
 
 
-def job_settings(kind: str, config_path: Path, flags: dict[str, Any]) -> dict[str, Any]:
+def job_settings(kind: str, config_path: Path, flags: dict[str, Any]) -> JobSettings:
     """The batch-job settings of ``kind`` from the cluster config file, with the flags given on top."""
     raw = read_yaml(config_path, f"cluster config not found (start from {DEFAULT_CLUSTER_CONFIG})")
+    fields = ", ".join(JobSettings.model_fields)
     if not isinstance(raw, dict) or kind not in raw:
-        raise UserError(f"{config_path}: {kind}: missing; expected a mapping of {', '.join(JOB_SCHEMA)}")
-    settings = _checked(str(config_path), block(JOB_SCHEMA), kind, raw[kind])
-    for name, value in flags.items():
-        if value is not None:
-            settings[name] = _checked("flags", JOB_SCHEMA[name], f"--{name.replace('_', '-')}", value)
-    return settings
+        raise UserError(f"{config_path}: {kind}: missing; expected a mapping of {fields}")
+    settings = validated(JobSettings, raw[kind], str(config_path), lambda key: f"{kind}.{key}".rstrip("."))
+    given = {name: value for name, value in flags.items() if value is not None}
+    return validated(
+        JobSettings, {**settings.model_dump(), **given}, "flags", lambda key: f"--{key.replace('_', '-')}"
+    )
 
 
-def job_slots(settings: dict[str, Any]) -> int:
+def job_slots(settings: JobSettings) -> int:
     """Worker slots in one batch job: ``slots_per_gpu`` on each of its ``gpus_per_job`` GPUs."""
-    return settings["gpus_per_job"] * settings["slots_per_gpu"]
+    return settings.gpus_per_job * settings.slots_per_gpu
 
 
-def batch_cluster(kind: str, settings: dict[str, Any], root: Path) -> Any:
+def batch_cluster(kind: str, settings: JobSettings, root: Path) -> Any:
     """A dask-jobqueue cluster whose every job is one worker per GPU slot, one thread (one item) each.
 
     Jobs start in the checkout (``cd``), which must be on a file system the compute nodes share; the worker's
@@ -223,28 +225,28 @@ def batch_cluster(kind: str, settings: dict[str, Any], root: Path) -> Any:
     from dask_jobqueue.pbs import pbs_format_bytes_ceil
 
     slots = job_slots(settings)
-    log_directory = root / settings["log_directory"]
+    log_directory = root / settings.log_directory
     log_directory.mkdir(parents=True, exist_ok=True)
     common = {
         "cores": slots,  # dask threads: one per worker process, so one stage item per slot
         "processes": slots,
-        "memory": settings["memory"],
-        "queue": settings["queue"],
-        "account": settings["account"],
-        "walltime": settings["walltime"],
-        "interface": settings["interface"],
+        "memory": settings.memory,
+        "queue": settings.queue,
+        "account": settings.account,
+        "walltime": settings.walltime,
+        "interface": settings.interface,
         "job_name": "rsckd",
         "log_directory": str(log_directory),
-        "job_script_prologue": [f"cd {root}", *settings["prologue"]],
+        "job_script_prologue": [f"cd {root}", *settings.prologue],
     }
     if kind == "slurm":
-        directives = [f"--gres=gpu:{settings['gpus_per_job']}", *settings["directives"]]
-        return SLURMCluster(**common, job_cpu=settings["cpus_per_job"], job_extra_directives=directives)
+        directives = [f"--gres=gpu:{settings.gpus_per_job}", *settings.directives]
+        return SLURMCluster(**common, job_cpu=settings.cpus_per_job, job_extra_directives=directives)
     from dask.utils import parse_bytes
 
-    memory = pbs_format_bytes_ceil(parse_bytes(settings["memory"]))
-    spec = f"select=1:ncpus={settings['cpus_per_job']}:ngpus={settings['gpus_per_job']}:mem={memory}"
-    return PBSCluster(**common, resource_spec=spec, job_extra_directives=settings["directives"])
+    memory = pbs_format_bytes_ceil(parse_bytes(settings.memory))
+    spec = f"select=1:ncpus={settings.cpus_per_job}:ngpus={settings.gpus_per_job}:mem={memory}"
+    return PBSCluster(**common, resource_spec=spec, job_extra_directives=settings.directives)
 
 
 # ---------------------------------------------------------------- running the graph
@@ -316,9 +318,7 @@ def execute(client: Any, items: dict[str, list[str]], root: Path, log_dir: Path,
     return outcomes
 
 
-def start_cluster(
-    args: argparse.Namespace, settings: dict[str, Any] | None, root: Path
-) -> tuple[Any, GpuDeal]:
+def start_cluster(args: argparse.Namespace, settings: JobSettings | None, root: Path) -> tuple[Any, GpuDeal]:
     """Local worker processes, or batch jobs kept at the size that gives ``args.workers`` workers."""
     from distributed import LocalCluster
 

@@ -76,18 +76,24 @@ def run_logits(
     run_dir: Path, wave: torch.Tensor, sr: int, rows: list[tuple[float, float]], prompt: Any
 ) -> torch.Tensor:
     """Logits (n_cycles, 4) of one run, its inputs rebuilt from its config.json."""
+    from rsckd.architectures import architecture
+    from rsckd.config import FEATURE_BLOCKS, Cycles
     from rsckd.data.features import compute, feature_cycles
     from rsckd.models import tokenize
+    from rsckd.schema import validated
     from rsckd.training.artifacts import load_run
 
     model, config, tokenizer = load_run(run_dir)
-    features_cfg, cycles_cfg = config["features"], config["cycles"]
-    cycles = feature_cycles(wave, sr, rows, features_cfg, cycles_cfg)
+    where = str(run_dir / "config.json")
+    features_cfg = validated(FEATURE_BLOCKS[config["feature_kind"]], config["features"], where)
+    cycles = feature_cycles(wave, sr, rows, features_cfg, validated(Cycles, config["cycles"], where))
     text: dict[str, torch.Tensor] = {}
-    if model.uses_text:
+    arch = architecture(config["arch"])
+    if arch.reads_prompt:
         if tokenizer is None:
             raise UserError(f"{run_dir}: a text model without tokenizer/ (incomplete run directory)")
-        ids, mask = tokenize(tokenizer, [prompt()], config["model"]["max_text_length"])
+        max_length = arch.model_block(config["model"], where).max_text_length
+        ids, mask = tokenize(tokenizer, [prompt()], max_length)
         text = {"input_ids": ids, "attention_mask": mask}
     out = []
     with torch.no_grad():

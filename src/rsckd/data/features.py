@@ -21,24 +21,16 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from rsckd.atomic import atomic_dir, write_json
+from rsckd.config import ClapFeatures, Cycles, FbankFeatures, load_params
 from rsckd.data.cycles import extract_cycles, read_wav
 from rsckd.errors import UserError
 
-FEATURE_KIND = {
-    "bts": "clap",
-    "audio_clap": "clap",
-    "ast": "fbank",
-    "cnn6": "fbank",
-    "resnet18": "fbank",
-    "efficientnet_b0": "fbank",
-}
 TABLE_COLUMNS = ("wav", "native_sr", "start", "end")
 CPU_SUB_BATCH = 4  # cycles per STFT call on CPU: small batches stay in cache (several times faster than 64)
 CHUNK_CYCLES = {"cpu": 64, "cuda": 256}  # cycles per feature computation / memmap write
@@ -52,13 +44,13 @@ def _parts(cycles: torch.Tensor) -> Iterator[torch.Tensor]:
 # ---------------------------------------------------------------------------------------------- CLAP log-mel
 
 
-def clap_num_frames(cfg: dict[str, Any]) -> int:
+def clap_num_frames(cfg: ClapFeatures) -> int:
     """Frames of the padded CLAP input: 1 + max_len // hop (1001 for the paper's 10 s at 48 kHz, hop 480)."""
-    return 1 + _clap_max_len(cfg) // int(cfg["hop_length"])
+    return 1 + _clap_max_len(cfg) // int(cfg.hop_length)
 
 
-def _clap_max_len(cfg: dict[str, Any]) -> int:
-    return int(round(float(cfg["max_length_s"]) * int(cfg["sample_rate"])))
+def _clap_max_len(cfg: ClapFeatures) -> int:
+    return int(round(float(cfg.max_length_s) * int(cfg.sample_rate)))
 
 
 @functools.lru_cache(maxsize=16)
@@ -111,16 +103,16 @@ def _to_db(mel_power: torch.Tensor) -> torch.Tensor:
     return mel_power.clamp_min(MEL_FLOOR).log10().mul(10.0)
 
 
-def clap_logmel(cycles: torch.Tensor, cfg: dict[str, Any]) -> torch.Tensor:
+def clap_logmel(cycles: torch.Tensor, cfg: ClapFeatures) -> torch.Tensor:
     """CLAP log-mel [B, frames, n_mels] of cycles [B, L], equal to the unfused ``ClapFeatureExtractor``.
 
     Periodic Hann STFT with centred reflect padding, power 2, Slaney mel filters f_min..f_max, floor 1e-10,
     10*log10. Frames lying wholly in the zero padding are exactly the -100 dB floor and are filled rather
     than transformed (20 % of the paper's frames). Runs on the device of ``cycles``.
     """
-    sr, n_fft, hop = int(cfg["sample_rate"]), int(cfg["n_fft"]), int(cfg["hop_length"])
+    sr, n_fft, hop = int(cfg.sample_rate), int(cfg.n_fft), int(cfg.hop_length)
     window, filters = _clap_constants(
-        sr, n_fft, int(cfg["n_mels"]), float(cfg["f_min"]), float(cfg["f_max"]), cycles.device
+        sr, n_fft, int(cfg.n_mels), float(cfg.f_min), float(cfg.f_max), cycles.device
     )
     max_len, n_frames, half = _clap_max_len(cfg), clap_num_frames(cfg), n_fft // 2
     if max_len <= half:
@@ -145,11 +137,11 @@ def clap_logmel(cycles: torch.Tensor, cfg: dict[str, Any]) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------ kaldi fbank
 
 
-def _fbank_geometry(cfg: dict[str, Any]) -> tuple[int, int, int]:
+def _fbank_geometry(cfg: FbankFeatures) -> tuple[int, int, int]:
     """(window, shift, padded FFT size) in samples, with kaldi's own int() rounding."""
-    sr = float(cfg["sample_rate"])
-    size = int(sr * float(cfg["frame_length_ms"]) * 0.001)
-    shift = int(sr * float(cfg["frame_shift_ms"]) * 0.001)
+    sr = float(cfg.sample_rate)
+    size = int(sr * float(cfg.frame_length_ms) * 0.001)
+    shift = int(sr * float(cfg.frame_shift_ms) * 0.001)
     if size < 2 or shift < 1:
         raise UserError(
             "params: features.fbank: frame_length_ms / frame_shift_ms give less than 2 / 1 samples"
@@ -157,7 +149,7 @@ def _fbank_geometry(cfg: dict[str, Any]) -> tuple[int, int, int]:
     return size, shift, 1 << (size - 1).bit_length()
 
 
-def fbank_num_frames(cfg: dict[str, Any], n_samples: int) -> int:
+def fbank_num_frames(cfg: FbankFeatures, n_samples: int) -> int:
     """Kaldi frames with snip_edges: 1 + (n - window) // shift (798 for 8 s at 16 kHz, 25/10 ms)."""
     size, shift, _ = _fbank_geometry(cfg)
     if n_samples < size:
@@ -189,7 +181,7 @@ def _fbank_constants(
     return window, banks.T.contiguous()
 
 
-def fbank(cycles: torch.Tensor, cfg: dict[str, Any]) -> torch.Tensor:
+def fbank(cycles: torch.Tensor, cfg: FbankFeatures) -> torch.Tensor:
     """Raw kaldi fbank [B, frames, bins] of cycles [B, L], batched.
 
     ``kaldi.fbank(wave[None], htk_compat=True, use_energy=False, window_type="hanning", dither=0)``'s maths
@@ -199,9 +191,7 @@ def fbank(cycles: torch.Tensor, cfg: dict[str, Any]) -> torch.Tensor:
     """
     size, shift, padded = _fbank_geometry(cfg)
     n_frames = fbank_num_frames(cfg, cycles.shape[-1])
-    window, banks = _fbank_constants(
-        int(cfg["sample_rate"]), size, padded, int(cfg["num_mel_bins"]), cycles.device
-    )
+    window, banks = _fbank_constants(int(cfg.sample_rate), size, padded, int(cfg.num_mel_bins), cycles.device)
     eps = torch.finfo(torch.float32).eps
     out = torch.empty((cycles.shape[0], n_frames, banks.shape[1]), dtype=torch.float32, device=cycles.device)
     done = 0
@@ -224,12 +214,12 @@ def fbank(cycles: torch.Tensor, cfg: dict[str, Any]) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------------ stage
 
 
-def feature_shape(kind: str, cfg: dict[str, Any], cycle_samples: int) -> tuple[int, int]:
+def feature_shape(kind: str, cfg: ClapFeatures | FbankFeatures, cycle_samples: int) -> tuple[int, int]:
     """(frames, bins) of one cycle of ``cycle_samples`` samples for a feature kind."""
     if kind == "clap":
-        return clap_num_frames(cfg), int(cfg["n_mels"])
+        return clap_num_frames(cfg), int(cfg.n_mels)
     if kind == "fbank":
-        return fbank_num_frames(cfg, cycle_samples), int(cfg["num_mel_bins"])
+        return fbank_num_frames(cfg, cycle_samples), int(cfg.num_mel_bins)
     raise UserError(f"unknown feature kind {kind!r} (expected clap or fbank)")
 
 
@@ -237,15 +227,15 @@ def feature_cycles(
     wave: torch.Tensor,
     native_sr: int,
     rows: list[tuple[float, float]],
-    cfg: dict[str, Any],
-    cycles_cfg: dict[str, Any],
+    cfg: ClapFeatures | FbankFeatures,
+    cycles_cfg: Cycles,
 ) -> torch.Tensor:
     """A recording's cycles as every feature is computed from them: float64, at the feature's rate."""
-    sr, seconds = int(cfg["sample_rate"]), float(cycles_cfg["desired_length_s"])
-    return extract_cycles(wave.double(), native_sr, sr, rows, seconds, str(cycles_cfg["pad"]))
+    sr, seconds = int(cfg.sample_rate), float(cycles_cfg.desired_length_s)
+    return extract_cycles(wave.double(), native_sr, sr, rows, seconds, str(cycles_cfg.pad))
 
 
-def compute(cycles: torch.Tensor, kind: str, cfg: dict[str, Any]) -> torch.Tensor:
+def compute(cycles: torch.Tensor, kind: str, cfg: ClapFeatures | FbankFeatures) -> torch.Tensor:
     """Features of a batch of fixed-length cycles for ``kind`` (``clap`` or ``fbank``)."""
     return clap_logmel(cycles, cfg) if kind == "clap" else fbank(cycles, cfg)
 
@@ -281,13 +271,13 @@ def _write_rows(npy: Path, index: np.ndarray, values: np.ndarray) -> None:
 
 
 def build_features(
-    table: pd.DataFrame, kind: str, cfg: dict[str, Any], cycles_cfg: dict[str, Any], out_dir: str | Path
+    table: pd.DataFrame, kind: str, cfg: ClapFeatures | FbankFeatures, cycles_cfg: Cycles, out_dir: str | Path
 ) -> tuple[int, int, int]:
     """Write ``features.npy`` (N, T, F) float32 in table order + ``meta.json`` into ``out_dir`` atomically."""
     from tqdm import tqdm
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cycle_samples = int(round(float(cycles_cfg["desired_length_s"]) * int(cfg["sample_rate"])))
+    cycle_samples = int(round(float(cycles_cfg.desired_length_s) * int(cfg.sample_rate)))
     shape = (len(table), *feature_shape(kind, cfg, cycle_samples))
     chunk = CHUNK_CYCLES[device.type]
     starts, ends, native = (table[c].to_numpy() for c in ("start", "end", "native_sr"))
@@ -330,8 +320,8 @@ def build_features(
             os.fsync(f.fileno())
         meta = {
             "kind": kind,
-            "params": cfg,
-            "cycles": cycles_cfg,
+            "params": cfg.model_dump(),
+            "cycles": cycles_cfg.model_dump(),
             "shape": list(shape),
             "n_cycles": len(table),
         }
@@ -351,13 +341,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from rsckd.config import load_params
-
     params = load_params(args.params)
     out = Path(args.out) if args.out else Path("data/features") / args.kind
     if not torch.cuda.is_available():
         torch.use_deterministic_algorithms(True)
     shape = build_features(
-        read_cycle_table(args.cycles), args.kind, params["features"][args.kind], params["cycles"], out
+        read_cycle_table(args.cycles), args.kind, params.features.of(args.kind), params.cycles, out
     )
     print(f"{out}/features.npy: {shape[0]} cycles x {shape[1]} frames x {shape[2]} bins", file=sys.stderr)

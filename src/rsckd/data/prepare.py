@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    summary = prepare(load_params(args.params)["data"], args.out)
+    summary = prepare(load_params(args.params).data.model_dump(), args.out)
     c = summary["cycles"]
     print(
         f"{args.out}/cycles.csv: {c['total']} cycles "

@@ -31,9 +31,10 @@ import soundfile as sf
 from scipy import fft
 
 from rsckd.atomic import atomic_dir, write_bytes, write_text
-from rsckd.config import SCHEMA, block, load_params
+from rsckd.config import Synthesize, load_params
 from rsckd.data import exact_math
 from rsckd.data.icbhi import DATA_DEFAULTS, DEMOGRAPHICS_NAMES, LOCATIONS
+from rsckd.schema import validated
 
 INTERNAL_SR = 8000  # all synthetic content lies below 4 kHz
 DEVICE_FILES = {"AKGC417L": 646, "LittC2SE": 87, "Litt3200": 60, "Meditron": 127}  # ICBHI file counts
@@ -155,17 +156,17 @@ def _sessions(rng: np.random.Generator, n_rec: int, home_device: str) -> list[tu
     return out
 
 
-def plan_corpus(cfg: dict[str, Any]) -> tuple[list[PatientPlan], list[RecordingPlan]]:
+def plan_corpus(cfg: Synthesize) -> tuple[list[PatientPlan], list[RecordingPlan]]:
     """Everything but the audio: patients, recordings, split, cycles and labels (sorted by stem)."""
-    rng = np.random.default_rng(cfg["seed"])
-    n = cfg["n_patients"]
+    rng = np.random.default_rng(cfg.seed)
+    n = cfg.n_patients
     demo, class_p = _patients(rng, n)
     others = [d for d in DEVICE_FILES if d != "AKGC417L"]
     others_p = np.array([DEVICE_FILES[d] for d in others], float) / sum(DEVICE_FILES[d] for d in others)
-    n_recs = 1 + rng.poisson(rng.exponential(cfg["recordings_per_patient"] - 1, n))
-    n_test = min(max(round(cfg["test_fraction"] * n), 1), n - 1)
+    n_recs = 1 + rng.poisson(rng.exponential(cfg.recordings_per_patient - 1, n))
+    n_test = min(max(round(cfg.test_fraction * n), 1), n - 1)
     test = set(rng.choice(n, n_test, replace=False).tolist())
-    cpr = cfg["cycles_per_recording"] - 1
+    cpr = cfg.cycles_per_recording - 1
     raw: list[tuple[str, int, str, str]] = []  # stem, patient index, device, split
     locations: list[str] = []
     for i in range(n):
@@ -351,7 +352,7 @@ def _annotation_text(rec: RecordingPlan) -> str:
     )
 
 
-def synthesize(cfg: dict[str, Any], out: str | Path, workers: int = 2) -> dict[str, Any]:
+def synthesize(cfg: Synthesize, out: str | Path, workers: int = 2) -> dict[str, Any]:
     """Write the corpus under ``out`` (replaced as a whole); same cfg -> identical bytes, any ``workers``."""
     patients, recordings = plan_corpus(cfg)
     with atomic_dir(out) as tmp:
@@ -359,7 +360,7 @@ def synthesize(cfg: dict[str, Any], out: str | Path, workers: int = 2) -> dict[s
 
         def write_recording(j: int) -> None:
             rec = recordings[j]  # each recording has its own random stream, so threads cannot change a byte
-            y = render(rec, np.random.default_rng([cfg["seed"], 1, j]))
+            y = render(rec, np.random.default_rng([cfg.seed, 1, j]))
             write_bytes(audio / f"{rec.stem}.wav", _wav_bytes(y, rec.sr, rec.subtype))
             write_text(audio / f"{rec.stem}.txt", _annotation_text(rec))
 
@@ -401,9 +402,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    cfg = dict(load_params(args.params)["synthesize"])
+    cfg = load_params(args.params).synthesize.model_dump()
     cfg.update({k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None})
-    cfg = block(SCHEMA["synthesize"])("synthesize", cfg)
+    cfg = validated(Synthesize, cfg, "flags", lambda key: f"--{key.replace('_', '-')}")
     info = synthesize(cfg, args.out, args.workers)
     print(
         f"{args.out}: {info['patients']} patients, {info['recordings']} recordings, {info['cycles']} cycles "

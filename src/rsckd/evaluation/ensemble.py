@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from rsckd.atomic import atomic_dir, save_npy, write_json, write_text
-from rsckd.config import load_params
+from rsckd.config import Params, load_params
 from rsckd.data.table import load_cycles
 from rsckd.errors import UserError
 from rsckd.evaluation.icbhi_score import scores_from_logits
@@ -53,9 +53,9 @@ def ensemble_scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {"sp": scores["sp"], "se": scores["se"], "score": scores["score"], "loss": float(loss)}
 
 
-def soft_label_ks(params: dict[str, Any]) -> list[int]:
+def soft_label_ks(params: Params) -> list[int]:
     """Every k a sweep or Table 2 student reads a file for."""
-    return sorted({*params["distill"]["ks"], params["arch_table"]["k"]})
+    return sorted({*params.distill.ks, params.arch_table.k})
 
 
 def ablation_teachers(variant: str, seeds: list[int], k: int, curated: list[int]) -> list[int]:
@@ -86,7 +86,7 @@ def curated_seeds(teacher_metrics: dict[int, dict[str, Any]], k: int, by: str) -
 
 
 def run_ensemble(
-    params: dict[str, Any],
+    params: Params,
     cycles: Path,
     teachers_dir: Path,
     metrics_dir: Path,
@@ -97,7 +97,7 @@ def run_ensemble(
     table = load_cycles(cycles)
     train = table[table.split == "train"]
     test_labels = table.loc[table.split == "test", "label"].to_numpy()
-    seeds = params["teacher"]["seeds"]
+    seeds = params.teacher.seeds
     runs = [teachers_dir / f"s{seed}" for seed in seeds]
     train_logits = np.stack([read_logits(r, "train", len(train)) for r in runs])
     test_logits = np.stack([read_logits(r, "test", len(test_labels)) for r in runs])
@@ -112,16 +112,16 @@ def run_ensemble(
         [[ensemble_scores(one[None], test_labels)[x] for x in columns] for one in test_logits]
     )
     curated = {}
-    if "curated" in params["ablation"]["variants"]:
-        k = params["ablation"]["k"]
-        chosen = curated_seeds(teacher_metrics, k, params["ensemble"]["curate_by"])
+    if "curated" in params.ablation.variants:
+        k = params.ablation.k
+        chosen = curated_seeds(teacher_metrics, k, params.ensemble.curate_by)
         curated = {"k": k, "seeds": chosen, **ensemble_scores(test_logits[rows_of(chosen)], test_labels)}
     with atomic_dir(soft_dir) as out:
         for k in soft_label_ks(params):
             save_npy(out / f"k{k}.npy", train_logits[:k])
         (out / "ablation").mkdir()
-        for variant in params["ablation"]["variants"]:
-            chosen = ablation_teachers(variant, seeds, params["ablation"]["k"], curated.get("seeds", []))
+        for variant in params.ablation.variants:
+            chosen = ablation_teachers(variant, seeds, params.ablation.k, curated.get("seeds", []))
             save_npy(out / "ablation" / f"{variant}.npy", train_logits[rows_of(chosen)])
     write_json(
         metrics_out,

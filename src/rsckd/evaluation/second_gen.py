@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     params = load_params(args.params)
-    k, method, seeds = params["second_gen"]["k"], params["second_gen"]["method"], params["distill"]["seeds"]
+    k, method, seeds = params.second_gen.k, params.second_gen.method, params.distill.seeds
     table = load_cycles(Path(args.cycles))
     labels = table.loc[table.split == "test", "label"].to_numpy()
     runs = [Path(args.students) / f"k{k}-{method}-s{seed}" for seed in seeds]

@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rsckd.architectures import ASTBlock
 from rsckd.errors import UserError
 from rsckd.evaluation.icbhi_score import N_CLASSES
+from rsckd.models.base import RSCModel, check_mel_bins, pretrained_path
 from rsckd.models.pretrained import hf_config, hf_load, load_strict
-from rsckd.models.registry import RSCModel, check_mel_bins, pretrained_path
 
 FULL: dict[str, Any] = dict(num_mel_bins=128, patch_size=16, frequency_stride=10, time_stride=10)
 TINY: dict[str, Any] = dict(
@@ -80,13 +81,13 @@ class AST(RSCModel):
         return self.head(self.ast(input_values=x).pooler_output)
 
 
-def _config(cfg: dict[str, Any], t: int):
+def _config(cfg: ASTBlock, t: int):
     """(ASTConfig for T frames, the pretrained directory's own config or None)."""
     from transformers import ASTConfig
 
     path = pretrained_path("ast", cfg)
     if path is None:
-        return ASTConfig(max_length=t, **(TINY if cfg["size"] == "tiny" else FULL)), None
+        return ASTConfig(max_length=t, **(TINY if cfg.size == "tiny" else FULL)), None
     raw = hf_config(path, "models.ast.pretrained")
     if raw.get("model_type") != "audio-spectrogram-transformer":
         raise UserError(
@@ -98,7 +99,7 @@ def _config(cfg: dict[str, Any], t: int):
     return config, source
 
 
-def build(cfg: dict[str, Any], feature_shape: tuple[int, int], tokenizer: Any = None) -> AST:
+def build(cfg: ASTBlock, feature_shape: tuple[int, int], tokenizer: Any = None) -> AST:
     from transformers import ASTModel
 
     t, f = feature_shape
@@ -108,16 +109,15 @@ def build(cfg: dict[str, Any], feature_shape: tuple[int, int], tokenizer: Any = 
         raise UserError(
             f"models.ast: {t} frames are fewer than one {config.patch_size}-frame patch (features.fbank)"
         )
-    model = AST(ASTModel(config), cfg.get("input_norm", "audioset"))
+    model = AST(ASTModel(config), cfg.input_norm)
     if source is not None:
         # load at the checkpoint's own grid, then move its position embedding to ours
         where = "models.ast.pretrained"
         state = hf_load(
             ASTModel, pretrained_path("ast", cfg), where, (r"^classifier\.",), config=source
         ).state_dict()
-        swap = bool(cfg.get("swap_input_dims", False))
         state[POSITIONS] = adapt_position_embedding(
-            state[POSITIONS], patch_grid(source), patch_grid(config), swap
+            state[POSITIONS], patch_grid(source), patch_grid(config), cfg.swap_input_dims
         )
-        load_strict(model.ast, state, f"{where} ({cfg['pretrained']})")
+        load_strict(model.ast, state, f"{where} ({cfg.pretrained})")
     return model

@@ -15,19 +15,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rsckd.architectures import BTSBlock
 from rsckd.errors import UserError
 from rsckd.evaluation.icbhi_score import N_CLASSES
+from rsckd.models.base import RSCModel
 from rsckd.models.clap_audio import check_clap_features, clap_config, clap_module
-from rsckd.models.registry import RSCModel
 
 ROBERTA_VOCAB = 50265
 POSITION_OFFSET = 2  # RoBERTa positions start after the padding index (1)
 
 
-def text_settings(cfg: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
+def text_settings(cfg: BTSBlock, tokenizer: Any) -> dict[str, Any]:
     """RoBERTa-base at full size (layer_norm_eps 1e-5, as the original CLAP); 2 layers x 32 wide when tiny."""
-    positions = int(cfg.get("max_text_length", 64)) + POSITION_OFFSET
-    if cfg["size"] == "full":
+    positions = cfg.max_text_length + POSITION_OFFSET
+    if cfg.size == "full":
         return {"vocab_size": max(ROBERTA_VOCAB, len(tokenizer)), "layer_norm_eps": 1e-5}
     return dict(
         vocab_size=len(tokenizer),
@@ -40,16 +41,16 @@ def text_settings(cfg: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
     )
 
 
-def check_text(cfg: dict[str, Any], text_config: Any, tokenizer: Any) -> None:
+def check_text(cfg: BTSBlock, text_config: Any, tokenizer: Any) -> None:
     if len(tokenizer) > text_config.vocab_size:
         raise UserError(
             f"models.bts: the tokenizer has {len(tokenizer)} tokens but the text tower only "
             f"{text_config.vocab_size} embeddings (tokenizer and pretrained weights from different models?)"
         )
-    longest = int(cfg.get("max_text_length", 64)) + POSITION_OFFSET
+    longest = cfg.max_text_length + POSITION_OFFSET
     if longest > text_config.max_position_embeddings:
         raise UserError(
-            f"models.bts.max_text_length: {cfg.get('max_text_length')} exceeds the text tower's "
+            f"models.bts.max_text_length: {cfg.max_text_length} exceeds the text tower's "
             f"{text_config.max_position_embeddings - POSITION_OFFSET} positions"
         )
 
@@ -65,8 +66,6 @@ def additive_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) ->
 
 
 class BTS(RSCModel):
-    uses_text = True
-
     def __init__(self, clap: nn.Module, projection_dim: int, input_norm: str) -> None:
         super().__init__(input_norm)
         self.clap = clap
@@ -85,7 +84,7 @@ class BTS(RSCModel):
         return self.head(torch.cat([text, audio], dim=-1))
 
 
-def build(cfg: dict[str, Any], feature_shape: tuple[int, int], tokenizer: Any = None) -> BTS:
+def build(cfg: BTSBlock, feature_shape: tuple[int, int], tokenizer: Any = None) -> BTS:
     from transformers import ClapModel
 
     if tokenizer is None:
@@ -94,4 +93,4 @@ def build(cfg: dict[str, Any], feature_shape: tuple[int, int], tokenizer: Any = 
     check_clap_features("bts", config.audio_config, feature_shape)
     check_text(cfg, config.text_config, tokenizer)
     clap = clap_module("bts", ClapModel, cfg, config)
-    return BTS(clap, config.projection_dim, cfg.get("input_norm", "none"))
+    return BTS(clap, config.projection_dim, cfg.input_norm)

@@ -13,10 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from rsckd.architectures import ModelBlock
 from rsckd.errors import UserError
 from rsckd.evaluation.icbhi_score import N_CLASSES
+from rsckd.models.base import RSCModel, check_mel_bins, pretrained_path
 from rsckd.models.pretrained import hf_config, hf_load
-from rsckd.models.registry import RSCModel, check_mel_bins, pretrained_path
 
 # laion/clap-htsat-unfused: Swin-T HTSAT (96 -> 768, depths 2-2-6-2), 64 mel bins folded into a 256x256 image
 FULL_AUDIO: dict[str, Any] = {}
@@ -39,8 +40,8 @@ TINY_PROJECTION = 32
 TEXT_SIDE_KEYS = (r"^text_model\.", r"^text_projection\.", r"^logit_scale_[at]$")
 
 
-def clap_config(arch: str, cfg: dict[str, Any], text: dict[str, Any] | None = None):
-    """ClapConfig of the pretrained directory, else of ``cfg["size"]`` (``text``: the text tower's settings).
+def clap_config(arch: str, cfg: ModelBlock, text: dict[str, Any] | None = None):
+    """ClapConfig of the pretrained directory, else of ``cfg.size`` (``text``: the text tower's settings).
 
     An audio-only directory (ClapAudioModelWithProjection, accepted for audio_clap) gives a ClapAudioConfig.
     """
@@ -48,7 +49,7 @@ def clap_config(arch: str, cfg: dict[str, Any], text: dict[str, Any] | None = No
 
     path = pretrained_path(arch, cfg)
     if path is None:
-        tiny = cfg["size"] == "tiny"
+        tiny = cfg.size == "tiny"
         projection = {"projection_dim": TINY_PROJECTION} if tiny else {}
         audio = dict(TINY_AUDIO if tiny else FULL_AUDIO, **projection)
         init = {"initializer_factor": TINY_AUDIO["initializer_factor"]} if tiny else {}
@@ -84,9 +85,7 @@ def check_clap_features(arch: str, audio_config: Any, feature_shape: tuple[int, 
         )
 
 
-def clap_module(
-    arch: str, cls: Any, cfg: dict[str, Any], config: Any, ignore_unexpected: tuple[str, ...] = ()
-):
+def clap_module(arch: str, cls: Any, cfg: ModelBlock, config: Any, ignore_unexpected: tuple[str, ...] = ()):
     """``cls`` (ClapModel / ClapAudioModelWithProjection) with the local directory's weights, else random."""
     path = pretrained_path(arch, cfg)
     if path is None:
@@ -106,11 +105,11 @@ class AudioCLAP(RSCModel):
         return self.head(self.audio(input_features=x.unsqueeze(1)).audio_embeds)
 
 
-def build(cfg: dict[str, Any], feature_shape: tuple[int, int], tokenizer: Any = None) -> AudioCLAP:
+def build(cfg: ModelBlock, feature_shape: tuple[int, int], tokenizer: Any = None) -> AudioCLAP:
     from transformers import ClapAudioModelWithProjection
 
     config = clap_config("audio_clap", cfg)
     audio_config = getattr(config, "audio_config", config)
     check_clap_features("audio_clap", audio_config, feature_shape)
     audio = clap_module("audio_clap", ClapAudioModelWithProjection, cfg, audio_config, TEXT_SIDE_KEYS)
-    return AudioCLAP(audio, audio_config.projection_dim, cfg.get("input_norm", "none"))
+    return AudioCLAP(audio, audio_config.projection_dim, cfg.input_norm)

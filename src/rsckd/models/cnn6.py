@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rsckd.architectures import ModelBlock
 from rsckd.evaluation.icbhi_score import N_CLASSES
+from rsckd.models.base import RSCModel, pretrained_path
 from rsckd.models.pretrained import load_strict, read_state_dict
-from rsckd.models.registry import RSCModel, pretrained_path
 
 CHANNELS = {"full": (64, 128, 256, 512), "tiny": (8, 16, 32, 64)}
 PANNS_EXTRA_KEYS = (
@@ -61,8 +62,8 @@ class CNN6(RSCModel):
         return self.head(F.dropout(x, p=DROPOUT, training=self.training))
 
 
-def build(cfg: dict[str, Any], feature_shape: tuple[int, int], tokenizer: Any = None) -> CNN6:
-    model = CNN6(CHANNELS[cfg["size"]], cfg.get("input_norm", "per_sample"))
+def build(cfg: ModelBlock, feature_shape: tuple[int, int], tokenizer: Any = None) -> CNN6:
+    model = CNN6(CHANNELS[cfg.size], cfg.input_norm)
     path = pretrained_path("cnn6", cfg)
     if path is not None:
         where = "models.cnn6.pretrained"

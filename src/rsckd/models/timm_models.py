@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
+from rsckd.architectures import ModelBlock
 from rsckd.evaluation.icbhi_score import N_CLASSES
+from rsckd.models.base import RSCModel, pretrained_path
 from rsckd.models.pretrained import load_strict, read_state_dict
-from rsckd.models.registry import RSCModel, pretrained_path
 
 VARIANTS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
     "resnet18": {
@@ -44,10 +45,10 @@ def _replaced(net: torch.nn.Module) -> tuple[str, ...]:
     return tuple(rf"^{re.escape(name)}\." for name in names)
 
 
-def _build(arch: str, cfg: dict[str, Any]) -> TimmClassifier:
+def _build(arch: str, cfg: ModelBlock) -> TimmClassifier:
     import timm
 
-    name, kwargs = VARIANTS[arch][cfg["size"]]
+    name, kwargs = VARIANTS[arch][cfg.size]
     net = timm.create_model(name, pretrained=False, in_chans=1, num_classes=N_CLASSES, **kwargs)
     path = pretrained_path(arch, cfg)
     if path is not None:
@@ -59,14 +60,12 @@ def _build(arch: str, cfg: dict[str, Any]) -> TimmClassifier:
             if not any(re.search(p, k) for p in replaced)
         }
         load_strict(net, state, f"{where} ({path})", allow_missing=replaced)
-    return TimmClassifier(net, cfg.get("input_norm", "per_sample"))
+    return TimmClassifier(net, cfg.input_norm)
 
 
-def build_resnet18(
-    cfg: dict[str, Any], feature_shape: tuple[int, int], tokenizer: Any = None
-) -> TimmClassifier:
+def build_resnet18(cfg: ModelBlock, feature_shape: tuple[int, int], tokenizer: Any = None) -> TimmClassifier:
     return _build("resnet18", cfg)
 
 
-def build_efficientnet_b0(cfg: dict[str, Any], feature_shape: tuple[int, int], tokenizer: Any = None):
+def build_efficientnet_b0(cfg: ModelBlock, feature_shape: tuple[int, int], tokenizer: Any = None):
     return _build("efficientnet_b0", cfg)

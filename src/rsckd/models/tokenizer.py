@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from rsckd.architectures import ModelBlock
 from rsckd.errors import UserError
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4, as RoBERTa: bos 0, pad 1, eos 2
@@ -75,10 +76,10 @@ def local_tokenizer(prompts: list[str]) -> Any:
     return _checked(tokenizer, "local prompt tokenizer")
 
 
-def build_tokenizer(cfg: dict[str, Any], prompts: list[str]) -> Any:
-    """The ``cfg["pretrained"]`` directory's own tokenizer if set, else a local BPE of the prompts."""
-    if cfg.get("pretrained") is not None:
-        path = Path(cfg["pretrained"])
+def build_tokenizer(cfg: ModelBlock, prompts: list[str]) -> Any:
+    """The ``cfg.pretrained`` directory's own tokenizer if set, else a local BPE of the prompts."""
+    if cfg.pretrained is not None:
+        path = Path(cfg.pretrained)
         if not path.exists():
             raise UserError(f"models.bts.pretrained: {path} not found (a local CLAP directory)")
         return load_tokenizer(path, "models.bts.pretrained")

@@ -14,8 +14,9 @@ from typing import Any
 
 import pandas as pd
 
+from rsckd.architectures import ARCHITECTURES, architecture
 from rsckd.atomic import clean_json, write_bytes, write_json, write_text
-from rsckd.config import load_params
+from rsckd.config import Params, load_params
 from rsckd.data.prompts import bts_prompt
 from rsckd.errors import UserError, warn
 from rsckd.report import figures, tables
@@ -25,35 +26,35 @@ from rsckd.report.tables import Profile, arch_cell, runs_of, seed_stats
 COST_PROMPT = bts_prompt("Al", 60.0, "M", "Meditron")
 
 
-def report_profile(params: dict[str, Any]) -> Profile:
+def report_profile(params: Params) -> Profile:
     """The params values the report reads: its only access to params."""
-    t, d, a, ab = params["teacher"], params["distill"], params["arch_table"], params["ablation"]
+    t, d, a, ab = params.teacher, params.distill, params.arch_table, params.ablation
     return Profile(
-        data_root=params["data"]["root"],
-        val_fraction=params["data"]["val_fraction"],
-        teacher_arch=t["arch"],
-        teacher_select=params["train"][t["arch"]]["select"],
-        distill_arch=d["arch"],
-        ks=d["ks"],
-        methods=d["methods"],
-        table2_archs=a["archs"],
-        table2_methods=a["methods"],
-        table2_k=a["k"],
-        ablation_variants=ab["variants"],
-        ablation_k=ab["k"],
-        noise_var=ab["noise_var"],
-        second_gen_k=params["second_gen"]["k"],
-        second_gen_method=params["second_gen"]["method"],
+        data_root=params.data.root,
+        val_fraction=params.data.val_fraction,
+        teacher_arch=t.arch,
+        teacher_select=params.train[t.arch].select,
+        distill_arch=d.arch,
+        ks=d.ks,
+        methods=d.methods,
+        table2_archs=a.archs,
+        table2_methods=a.methods,
+        table2_k=a.k,
+        ablation_variants=ab.variants,
+        ablation_k=ab.k,
+        noise_var=ab.noise_var,
+        second_gen_k=params.second_gen.k,
+        second_gen_method=params.second_gen.method,
         seeds={
-            "teachers": t["seeds"],
-            "baseline": d["seeds"],
-            "students": d["seeds"],
-            "arch": a["seeds"],
-            "ablation": ab["seeds"],
+            "teachers": t.seeds,
+            "baseline": d.seeds,
+            "students": d.seeds,
+            "arch": a.seeds,
+            "ablation": ab.seeds,
         },
-        sizes={arch: cfg["size"] for arch, cfg in params["models"].items()},
-        labels={arch: figures.ARCH_NAMES.get(arch, arch) for arch in params["models"]},
-        models=params["models"],
+        sizes={arch: cfg.size for arch, cfg in params.models.items()},
+        labels={arch: ARCHITECTURES[arch].label for arch, _ in params.models.items()},
+        models=params.models,
     )
 
 
@@ -114,9 +115,7 @@ def model_cost(arch: str, prof: Profile, features_dir: Path) -> dict[str, Any] |
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from rsckd.data.features import FEATURE_KIND
-
-    meta_path = features_dir / FEATURE_KIND[arch] / "meta.json"
+    meta_path = features_dir / architecture(arch).feature_kind / "meta.json"
     if not meta_path.is_file():
         warn(f"{meta_path}: missing, inference cost of {arch} not computed")
         return None
@@ -129,17 +128,17 @@ def model_cost(arch: str, prof: Profile, features_dir: Path) -> dict[str, Any] |
 
     cfg = prof.models[arch]
     torch.manual_seed(0)
-    tokenizer = build_tokenizer(cfg, [COST_PROMPT]) if arch == "bts" else None
-    model = build_model(arch, cfg, (t, f), tokenizer=tokenizer).eval()
-    inputs: dict[str, Any] = {}
-    if model.uses_text:
-        ids, mask = tokenize(tokenizer, [COST_PROMPT], cfg.get("max_text_length", 64))
+    tokenizer, inputs = None, {}
+    if architecture(arch).reads_prompt:
+        tokenizer = build_tokenizer(cfg, [COST_PROMPT])
+        ids, mask = tokenize(tokenizer, [COST_PROMPT], cfg.max_text_length)
         inputs = {"input_ids": ids, "attention_mask": mask}
+    model = build_model(arch, cfg, (t, f), tokenizer=tokenizer).eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, t, f), **inputs)
     return {
         "arch": arch,
-        "size": cfg["size"],
+        "size": cfg.size,
         "feature_shape": [t, f],
         "n_params": count_parameters(model),
         "flops": int(counter.get_total_flops()),
@@ -181,7 +180,7 @@ def subtitle(prof: Profile) -> str:
 
 
 def build_report(
-    params: dict[str, Any], metrics_dir: Path, plots_dir: Path, tables_path: Path, features_dir: Path
+    params: Params, metrics_dir: Path, plots_dir: Path, tables_path: Path, features_dir: Path
 ) -> None:
     prof = report_profile(params)
     runs = tables.load_runs(metrics_dir, prof.seeds)

@@ -34,14 +34,6 @@ COLORS = {
     "teacher": "tab:green",
     "loss": "tab:red",
 }
-ARCH_NAMES = {
-    "bts": "BTS",
-    "audio_clap": "Audio-CLAP",
-    "ast": "AST",
-    "cnn6": "CNN6",
-    "resnet18": "ResNet18",
-    "efficientnet_b0": "EfficientNet-B0",
-}
 FIGURE2_METHODS = ["mean", "random"]
 FIGURE2_COLUMNS = ["k", "mean_score", "mean_std", "random_score", "random_std", "n_seeds"]
 FIGURE3_COLUMNS = ["k", "teacher_score", "teacher_loss", "student_score"]

@@ -52,7 +52,7 @@ class Profile:
     seeds: dict[str, list[int]]  # the seeds each metrics folder (run group) is expected to hold
     sizes: dict[str, str]  # model size per architecture
     labels: dict[str, str]  # display name per architecture
-    models: dict[str, Any]  # model configs as build_model takes them
+    models: dict[str, Any]  # models.<arch> blocks, as build_model takes them
 
 
 def paper_values() -> dict[str, Any]:

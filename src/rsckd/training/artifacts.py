@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from rsckd.atomic import atomic_dir, json_bytes, save_npy, write_bytes, write_text
+from rsckd.config import Params
 from rsckd.errors import UserError
 from rsckd.training.loop import RunResult
 
@@ -68,18 +69,16 @@ def write_curves(out: str | os.PathLike[str], history: list[dict[str, Any]]) -> 
         (tmp / "metrics.json").unlink()
 
 
-def run_config(
-    arch: str, params: dict[str, Any], feature_kind: str, feature_shape: tuple[int, int], **extra: Any
-):
+def run_config(arch: str, params: Params, feature_kind: str, feature_shape: tuple[int, int], **extra: Any):
     """config.json: the blocks that define the model and its inputs, plus the run's identity (``extra``)."""
     return {
         "arch": arch,
-        "model": params["models"][arch],
+        "model": params.models[arch].model_dump(),
         "feature_kind": feature_kind,
-        "features": params["features"][feature_kind],
-        "cycles": params["cycles"],
+        "features": params.features.of(feature_kind).model_dump(),
+        "cycles": params.cycles.model_dump(),
         "feature_shape": list(feature_shape),
-        "train": params["train"][arch],
+        "train": params.train[arch].model_dump(),
         **extra,
     }
 
@@ -104,6 +103,7 @@ def write_run(
 
 def load_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"):
     """Rebuild a trained model from a run directory: (model in eval mode, config dict, tokenizer or None)."""
+    from rsckd.architectures import architecture
     from rsckd.models import build_model, load_tokenizer
 
     run_dir = Path(run_dir)
@@ -114,6 +114,7 @@ def load_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
             )
     config = json.loads((run_dir / "config.json").read_text())
     tokenizer = load_tokenizer(run_dir / "tokenizer") if (run_dir / "tokenizer").is_dir() else None
-    model = build_model(config["arch"], config["model"], tuple(config["feature_shape"]), tokenizer=tokenizer)
+    block = architecture(config["arch"]).model_block(config["model"], str(run_dir / "config.json"))
+    model = build_model(config["arch"], block, tuple(config["feature_shape"]), tokenizer=tokenizer)
     load_model(model, run_dir / "model.safetensors", device=str(device))
     return model.to(device).eval(), config, tokenizer

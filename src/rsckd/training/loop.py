@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from rsckd.config import Runtime, Train
 from rsckd.errors import UserError
 from rsckd.evaluation.icbhi_score import icbhi_scores
 from rsckd.training.protocol import average_as_lr_scale, cosine_lr, select_epochs
@@ -135,7 +136,7 @@ def pin_cpu_kernels(kernels: str) -> None:
         raise RuntimeError("pin_cpu_kernels: ATen chose its CPU kernels before the pin (call it first)")
 
 
-def seed_everything(seed: int, device: torch.device, runtime: dict[str, Any]) -> None:
+def seed_everything(seed: int, device: torch.device, runtime: Runtime) -> None:
     """Seeds, thread count and the kernel choices that make a run repeatable (README, 'What reproduces
     where'): on CPU deterministic algorithms, a fixed thread count and ``runtime.cpu_kernels``; on CUDA
     deterministic algorithms where torch has them (warning where it has not), cuDNN without autotuning, and
@@ -144,9 +145,9 @@ def seed_everything(seed: int, device: torch.device, runtime: dict[str, Any]) ->
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
     if device.type == "cpu":
-        pin_cpu_kernels(runtime["cpu_kernels"])
+        pin_cpu_kernels(runtime.cpu_kernels)
         torch.use_deterministic_algorithms(True)
-        torch.set_num_threads(runtime["threads"])
+        torch.set_num_threads(runtime.threads)
     else:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -311,7 +312,7 @@ def _state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def train(
     model: torch.nn.Module,
     data: RunData,
-    cfg: dict[str, Any],
+    cfg: Train,
     seed: int,
     device: torch.device,
     checkpoints: Checkpoints | None = None,
@@ -320,13 +321,13 @@ def train(
 ) -> RunResult:
     """Train ``model`` (already on ``device``) under the train.<arch> block ``cfg``; leaves it holding the
     selected checkpoint's weights (and its BatchNorm momenta scaled by ``average_as_lr_scale``)."""
-    epochs, bs = cfg["epochs"], cfg["batch_size"]
-    steps = len(data.fit) // bs if cfg["drop_last"] else math.ceil(len(data.fit) / bs)
+    epochs, bs = cfg.epochs, cfg.batch_size
+    steps = len(data.fit) // bs if cfg.drop_last else math.ceil(len(data.fit) / bs)
     if steps == 0:
         raise UserError(
             f"train.batch_size: {bs} is more than the {len(data.fit)} training cycles (drop_last: true)"
         )
-    if cfg["select"] == "val" and len(data.val) == 0:
+    if cfg.select == "val" and len(data.val) == 0:
         raise UserError("train.select: 'val' needs validation rows (subset == val) in the cycle table")
     cuda = device.type == "cuda"
     eval_bs = 256 if cuda else 64
@@ -334,10 +335,10 @@ def train(
     val = DeviceCycles(data.val, data.tokens, device) if len(data.val) else None
 
     weight = None
-    if cfg["class_weighted"] and data.fit.targets.hard:
+    if cfg.class_weighted and data.fit.targets.hard:
         weight = torch.from_numpy(class_weights(data.fit.labels)).to(device)
-    lr_scale = average_as_lr_scale(model, cfg["ma_beta"])  # the reference's step averaging, as Adam's lr
-    optimizer, lr_now = make_optimizer(model, cfg["weight_decay"], device)
+    lr_scale = average_as_lr_scale(model, cfg.ma_beta)  # the reference's step averaging, as Adam's lr
+    optimizer, lr_now = make_optimizer(model, cfg.weight_decay, device)
     step = TrainStep(model, optimizer, weight, compile_mode)
     predict_fn = compiled(model, compile_mode)
     targets = torch.from_numpy(data.fit.targets.for_epoch(1)).to(device)  # refilled in place every epoch
@@ -359,14 +360,14 @@ def train(
         print(f"resuming after epoch {len(history)} from {checkpoints.path}", file=sys.stderr)
 
     for epoch in range(len(history) + 1, epochs + 1):
-        lr = cosine_lr(cfg["lr"], cfg["min_lr_ratio"], epoch, epochs)
+        lr = cosine_lr(cfg.lr, cfg.min_lr_ratio, epoch, epochs)
         lr_now.fill_(lr * lr_scale)
         order = torch.randperm(fit.n, generator=stream_generator(seed, epoch, SHUFFLE)).to(device)
         targets.copy_(torch.from_numpy(data.fit.targets.for_epoch(epoch)))
         masks = (None, None)
-        if cfg["specaugment"]:  # row j of the masks goes to the epoch's j-th sample
+        if cfg.specaugment:  # row j of the masks goes to the epoch's j-th sample
             augment = stream_generator(seed, epoch, AUGMENT, device)
-            masks = draw_masks(fit.n, tuple(fit.x.shape[1:]), cfg["specaugment"], augment)
+            masks = draw_masks(fit.n, tuple(fit.x.shape[1:]), cfg.specaugment, augment)
         loss, first_bad = train_steps(
             step, fit, order, targets, masks, bs, steps, desc=f"epoch {epoch}/{epochs}"
         )
@@ -396,7 +397,7 @@ def train(
             file=sys.stderr,
         )
 
-        if select_epochs(history, cfg["se_min"])[cfg["select"]]["epoch"] == epoch:
+        if select_epochs(history, cfg.se_min)[cfg.select]["epoch"] == epoch:
             best = {"epoch": epoch, "state": _state_copy(model), "logits_test": test_logits.clone()}
         if checkpoints is not None and checkpoints.due():
             checkpoints.save(
@@ -418,7 +419,7 @@ def train(
     logits_train = predict(model, predict_fn, DeviceCycles(data.train, data.tokens, device), eval_bs)
     return RunResult(
         history=history,
-        selection=select_epochs(history, cfg["se_min"]),
+        selection=select_epochs(history, cfg.se_min),
         logits_train=logits_train.cpu().numpy().astype(np.float32),
         logits_test=best["logits_test"].cpu().numpy().astype(np.float32),
     )

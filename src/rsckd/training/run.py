@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from rsckd.architectures import ARCHITECTURES, architecture
 from rsckd.atomic import file_digest, write_json
-from rsckd.config import ABLATIONS, ARCHS, load_params
+from rsckd.config import ABLATIONS, Params, load_params
 from rsckd.errors import UserError
 from rsckd.training.artifacts import run_config, write_curves, write_run
 from rsckd.training.loop import pick_device, seed_everything, slice_sets, train
@@ -28,11 +29,9 @@ from rsckd.training.targets import (
     load_soft_logits,
 )
 
-TEXT_ARCHS = ("bts",)
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", required=True, choices=ARCHS)
+    parser.add_argument("--arch", required=True, choices=ARCHITECTURES)
     parser.add_argument("--seed", required=True, type=int)
     parser.add_argument("--out", required=True, help="run directory to write (replaced as a whole)")
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
@@ -87,7 +86,7 @@ def train_run(
     seed: int,
     out: str | os.PathLike[str],
     metrics: str | os.PathLike[str],
-    params: dict[str, Any],
+    params: Params,
     target: str | None = None,
     soft: str | None = None,
     ablation: str | None = None,
@@ -98,12 +97,12 @@ def train_run(
 ) -> dict[str, Any]:
     """Run one training and write its outputs; returns the metrics dict. ``epoch_hook(epoch)`` runs after
     every epoch's checkpoint (fault-injection tests)."""
-    from rsckd.data.features import FEATURE_KIND
     from rsckd.data.table import load_cycles
     from rsckd.models import build_model, build_tokenizer, count_parameters, tokenize
 
     target, soft_path = resolve_target(target, soft, ablation)
-    kind = FEATURE_KIND[arch]
+    spec = architecture(arch)
+    kind = spec.feature_kind
     features_dir = Path(features_dir) if features_dir is not None else Path("data/features") / kind
     table = load_cycles(cycles)
     features = load_features(features_dir, len(table))
@@ -117,9 +116,9 @@ def train_run(
                 f"{soft_path}: --ablation {ablation} reads no teacher logits, but the file has some"
             )
         soft_logits = None
-    targets = Targets(target, labels[train_rows], soft_logits, seed, params["ablation"]["noise_var"])
+    targets = Targets(target, labels[train_rows], soft_logits, seed, params.ablation.noise_var)
 
-    model_cfg, train_cfg, runtime = params["models"][arch], params["train"][arch], params["runtime"]
+    model_cfg, train_cfg, runtime = params.models[arch], params.train[arch], params.runtime
     meta = features_dir / "meta.json"
     meta = meta if meta.is_file() else features_dir / "features.npy"  # hash the array only without its meta
     identity = {
@@ -127,29 +126,29 @@ def train_run(
         "target": target,
         "ablation": ablation,
         "seed": seed,
-        "model": model_cfg,
-        "train": train_cfg,
-        "runtime": {k: v for k, v in runtime.items() if k != "checkpoint_minutes"},  # when to save, not what
-        "noise_var": params["ablation"]["noise_var"] if target.startswith("noise") else None,
+        "model": model_cfg.model_dump(),
+        "train": train_cfg.model_dump(),
+        "runtime": runtime.model_dump(exclude={"checkpoint_minutes"}),  # when to save, not what
+        "noise_var": params.ablation.noise_var if target.startswith("noise") else None,
         "cycles": file_digest(cycles),
         "features": [list(features.shape), file_digest(meta)],
         "soft": None if soft_logits is None else file_digest(soft_path),
     }
-    checkpoints = Checkpoints(resume_dir(identity), runtime["checkpoint_minutes"])
+    checkpoints = Checkpoints(resume_dir(identity), runtime.checkpoint_minutes)
 
-    device = pick_device(runtime["device"])
+    device = pick_device(runtime.device)
     seed_everything(seed, device, runtime)
     tokenizer = prompt_index = tokens = None
-    if arch in TEXT_ARCHS:
+    if spec.reads_prompt:
         prompts, prompt_index = np.unique(table["prompt"].to_numpy().astype(str), return_inverse=True)
         tokenizer = build_tokenizer(model_cfg, prompts.tolist())
-        ids, mask = tokenize(tokenizer, prompts.tolist(), model_cfg["max_text_length"])
+        ids, mask = tokenize(tokenizer, prompts.tolist(), model_cfg.max_text_length)
         tokens = (ids.to(device), mask.to(device))
     feature_shape = (int(features.shape[1]), int(features.shape[2]))
     model = build_model(arch, model_cfg, feature_shape, tokenizer=tokenizer).to(device)
 
     data = slice_sets(features, labels, split, subset, targets, prompt_index, tokens)
-    result = train(model, data, train_cfg, seed, device, checkpoints, epoch_hook, runtime["compile"])
+    result = train(model, data, train_cfg, seed, device, checkpoints, epoch_hook, runtime.compile)
 
     config = run_config(
         arch, params, kind, feature_shape, target=target, seed=seed, ablation=ablation, k=targets.k
@@ -164,7 +163,7 @@ def train_run(
         "seed": seed,
         "k": targets.k,
         "n_params": count_parameters(model),
-        "selected": train_cfg["select"],
+        "selected": train_cfg.select,
         **result.selection,
     }
     write_json(metrics, summary)

@@ -9,9 +9,9 @@ round trip and no generator inside a compiled step.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
+
+from rsckd.config import SpecAugment
 
 
 def _axis_mask(b: int, size: int, n: int, width: int, generator: torch.Generator) -> torch.Tensor:
@@ -27,12 +27,12 @@ def _axis_mask(b: int, size: int, n: int, width: int, generator: torch.Generator
 
 
 def draw_masks(
-    n: int, shape: tuple[int, int], cfg: dict[str, Any], generator: torch.Generator
+    n: int, shape: tuple[int, int], cfg: SpecAugment, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(n, T) time and (n, F) frequency masks of ``n`` samples of shape (T, F), on the generator's device."""
     t, f = shape
-    time = _axis_mask(n, t, cfg["time_masks"], cfg["time_width"], generator)
-    return time, _axis_mask(n, f, cfg["freq_masks"], cfg["freq_width"], generator)
+    time = _axis_mask(n, t, cfg.time_masks, cfg.time_width, generator)
+    return time, _axis_mask(n, f, cfg.freq_masks, cfg.freq_width, generator)
 
 
 def apply_masks(x: torch.Tensor, time: torch.Tensor, freq: torch.Tensor) -> torch.Tensor:

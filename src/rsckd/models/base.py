@@ -1,4 +1,5 @@
-"""One builder per architecture name, and the common wrapper every model shares.
+"""What every model shares: the wrapper, input normalisation, the shape and weight checks, and building a
+model by architecture name (its builder comes from :mod:`rsckd.architectures`; builders import only this).
 
 Every model maps ``features[B, T, F]`` (the cached feature array of its family, not normalised) to 4-class
 logits, so the training loop, the ensemble and ``rsckd predict`` never need to know which network is inside.
@@ -8,17 +9,15 @@ weights.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from rsckd.config import ARCHS
+from rsckd.architectures import ModelBlock, architecture
 from rsckd.errors import UserError
 
-SIZES = ("tiny", "full")
 AUDIOSET_MEAN, AUDIOSET_STD = -4.2677393, 4.5689974  # AST's AudioSet fbank statistics
 
 
@@ -36,8 +35,6 @@ def normalise(x: torch.Tensor, mode: str) -> torch.Tensor:
 
 class RSCModel(nn.Module):
     """features[B, T, F] (+ prompt tokens of text models) -> logits[B, 4]; subclasses define ``classify``."""
-
-    uses_text = False
 
     def __init__(self, input_norm: str = "none") -> None:
         super().__init__()
@@ -57,41 +54,22 @@ class RSCModel(nn.Module):
         raise NotImplementedError
 
 
-Builder = Callable[[dict[str, Any], tuple[int, int], Any], RSCModel]
-
-
-def _builders() -> Mapping[str, Builder]:
-    # imported here so `import rsckd.models` stays light (transformers/timm load only when a model is built)
-    from rsckd.models import ast, bts, clap_audio, cnn6, timm_models
-
-    return {
-        "bts": bts.build,
-        "audio_clap": clap_audio.build,
-        "ast": ast.build,
-        "cnn6": cnn6.build,
-        "resnet18": timm_models.build_resnet18,
-        "efficientnet_b0": timm_models.build_efficientnet_b0,
-    }
-
-
 def build_model(
-    arch: str, cfg: dict[str, Any], feature_shape: tuple[int, int], tokenizer: Any = None
+    arch: str, cfg: ModelBlock, feature_shape: tuple[int, int], tokenizer: Any = None
 ) -> RSCModel:
-    """``models.<arch>`` block -> a model for (T, F) inputs; random init unless ``cfg["pretrained"]``."""
-    if arch not in ARCHS:
-        raise UserError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHS)}")
-    if cfg.get("size") not in SIZES:
-        raise UserError(f"models.{arch}.size: {cfg.get('size')!r}, expected one of {', '.join(SIZES)}")
+    """``models.<arch>`` block -> a model for (T, F) inputs; random init unless ``cfg.pretrained``.
+
+    The builder module is imported here, so transformers/timm load only when a model is built."""
+    build = architecture(arch).build_function()
     t, f = (int(n) for n in feature_shape)
-    return _builders()[arch](cfg, (t, f), tokenizer).train()  # from_pretrained leaves submodules in eval
+    return build(cfg, (t, f), tokenizer).train()  # from_pretrained leaves submodules in eval
 
 
-def pretrained_path(arch: str, cfg: dict[str, Any]) -> Path | None:
+def pretrained_path(arch: str, cfg: ModelBlock) -> Path | None:
     """``models.<arch>.pretrained`` as a path, or None; a path that is not there is the user's to fix."""
-    value = cfg.get("pretrained")
-    if value is None:
+    if cfg.pretrained is None:
         return None
-    path = Path(value)
+    path = Path(cfg.pretrained)
     if not path.exists():
         raise UserError(f"models.{arch}.pretrained: {path} not found (a local directory or checkpoint file)")
     return path
