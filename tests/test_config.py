@@ -55,7 +55,7 @@ def test_default_and_paper_profiles_are_valid():
         ("features.clap.f_max", 9000.0, "features.clap.f_max: expected f_min < f_max <= sample_rate / 2"),
         ("runtime.compile", "max-autotune", "runtime.compile: expected one of off, default, reduce-overhead"),
         ("runtime.compile", True, "runtime.compile: expected one of off, default, reduce-overhead, got True"),
-        ("runtime.checkpoint_minutes", -1, "runtime.checkpoint_minutes: expected a number >= 0"),
+        ("resume.checkpoint_minutes", -1, "resume.checkpoint_minutes: expected a number >= 0"),
     ],
 )
 def test_bad_values_name_the_key(path, value, message):

@@ -280,17 +280,17 @@ def test_cli_flag_errors(ws, capsys):
 def test_checkpoints_are_spaced_by_wall_time_and_keep_their_key(ws, capsys):
     ws.params.train["bts"].select = "last"  # the selected epoch is always the checkpoint's own
     reference = _bytes(*_run(ws, "a")[:2])
-    ws.params.runtime.checkpoint_minutes = 30.0
+    ws.params.resume.checkpoint_minutes = 30.0
     with pytest.raises(Interrupt):
         _run(ws, "b", epoch_hook=_interrupt_after(2))
     assert _resume_files(ws) == []  # no 30 minutes passed: nothing saved
-    ws.params.runtime.checkpoint_minutes = 0.0
+    ws.params.resume.checkpoint_minutes = 0.0
     with pytest.raises(Interrupt):
         _run(ws, "b", epoch_hook=_interrupt_after(2))
     [checkpoint] = _resume_files(ws)
     best = torch.load(checkpoint, weights_only=True)["best"]
     assert best["epoch"] == 2 and best["state"] is None  # its weights are the model's: not saved twice
-    ws.params.runtime.checkpoint_minutes = 30.0  # when to save is not part of the run's identity
+    ws.params.resume.checkpoint_minutes = 30.0  # when to save is not part of the run's identity
     capsys.readouterr()
     assert _bytes(*_run(ws, "b")[:2]) == reference
     assert "resuming after epoch 2" in capsys.readouterr().err

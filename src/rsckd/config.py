@@ -111,6 +111,9 @@ class Runtime(Block):
     threads: integer(1)
     cpu_kernels: choice("portable", "native")
     compile: Annotated[choice(*COMPILE_MODES), BeforeValidator(_bare_off)]
+
+
+class Resume(Block):
     checkpoint_minutes: number(ge=0)
 
 
@@ -190,6 +193,7 @@ class Params(Block):
     models: ModelBlocks
     train: TrainBlocks
     runtime: Runtime
+    resume: Resume
     teacher: Teacher
     ensemble: Ensemble
     distill: Distill

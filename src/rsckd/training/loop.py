@@ -8,7 +8,7 @@ steps, with the reference's per-step averaging as a learning-rate and BatchNorm-
 (``protocol.average_as_lr_scale``), then evaluate the whole test split (and the val subset) and record one
 history row. The checkpoint kept for the run's logits is the one ``train.select`` picks; since a selection
 over a growing history only ever moves to the newest epoch, its weights are copied only when it does. The
-full state goes to a resume checkpoint every ``runtime.checkpoint_minutes``.
+full state goes to a resume checkpoint every ``resume.checkpoint_minutes``.
 
 CPU and CUDA share this code. Features live on the training device and are indexed there, Adam is fused,
 and nothing syncs with the host inside an epoch: losses and the non-finite check accumulate on the device,

@@ -7,7 +7,7 @@ starts afresh instead of resuming a stale run. The directory is removed once the
 
 A checkpoint (model, Adam state, history, the selected epoch's weights unless they are the model's) is up to
 four model sizes, 2.5 GB for full-size BTS: writing one can take longer than a GPU epoch. So
-``runtime.checkpoint_minutes`` spaces them by wall time; an interruption costs at most that much training, and
+``resume.checkpoint_minutes`` spaces them by wall time; an interruption costs at most that much training, and
 the outputs do not depend on when it happened.
 """
 

@@ -128,13 +128,13 @@ def train_run(
         "seed": seed,
         "model": model_cfg.model_dump(),
         "train": train_cfg.model_dump(),
-        "runtime": runtime.model_dump(exclude={"checkpoint_minutes"}),  # when to save, not what
+        "runtime": runtime.model_dump(),
         "noise_var": params.ablation.noise_var if target.startswith("noise") else None,
         "cycles": file_digest(cycles),
         "features": [list(features.shape), file_digest(meta)],
         "soft": None if soft_logits is None else file_digest(soft_path),
     }
-    checkpoints = Checkpoints(resume_dir(identity), runtime.checkpoint_minutes)
+    checkpoints = Checkpoints(resume_dir(identity), params.resume.checkpoint_minutes)
 
     device = pick_device(runtime.device)
     seed_everything(seed, device, runtime)
