@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from icbhi_fixtures import DEMOGRAPHICS, RECORDINGS, make_icbhi
-from rsckd.data.icbhi import parse_stem, read_dataset
+from rsckd.data.icbhi import data_block, parse_stem, read_dataset
 from rsckd.errors import UserError
 
 
@@ -24,7 +24,7 @@ def audio(cfg: dict) -> Path:
 
 
 def test_reads_every_recording_in_stem_order(cfg: dict) -> None:
-    ds = read_dataset(cfg)
+    ds = read_dataset(data_block(**cfg))
     assert [r.stem for r in ds.recordings] == sorted(r[0] for r in RECORDINGS)
     by_stem = {r.stem: r for r in ds.recordings}
     for stem, split, sr, _, rows in RECORDINGS:
@@ -52,13 +52,13 @@ def test_demographic_info_variant_space_separated(cfg: dict) -> None:
     root = Path(cfg["root"])
     (root / "ICBHI_Challenge_demographic_information.txt").unlink()
     (root / "demographic_info.txt").write_text("".join(" ".join(r) + "\n" for r in DEMOGRAPHICS.values()))
-    assert read_dataset(cfg).patients[103].age == 18.9
+    assert read_dataset(data_block(**cfg)).patients[103].age == 18.9
 
 
 def test_non_utf8_annotation_byte_warns(cfg: dict, capsys: pytest.CaptureFixture[str]) -> None:
     path = audio(cfg) / "101_1b1_Al_sc_Meditron.txt"
     path.write_bytes(b"0.100\t0.900\t0\t0\xa0\n0.900\t1.800\t1\t0\n")
-    ds = read_dataset(cfg)
+    ds = read_dataset(data_block(**cfg))
     assert ds.recordings[0].annotations == [(0.1, 0.9, 0, 0), (0.9, 1.8, 1, 0)]
     assert any("not UTF-8" in w and path.name in w for w in ds.warnings)
     assert "warning:" in capsys.readouterr().err
@@ -67,7 +67,7 @@ def test_non_utf8_annotation_byte_warns(cfg: dict, capsys: pytest.CaptureFixture
 def test_split_name_with_other_device_token_matches_on_four_fields(cfg: dict) -> None:
     split = Path(cfg["root"]) / cfg["split_file"]
     split.write_text(split.read_text().replace("103_2b2_Ll_sc_LittC2SE", "103_2b2_Ll_sc_Meditron"))
-    ds = read_dataset(cfg)
+    ds = read_dataset(data_block(**cfg))
     assert {r.stem: r.split for r in ds.recordings}["103_2b2_Ll_sc_LittC2SE"] == "test"
     assert any(
         "device token" in w and "103_2b2_Ll_sc_Meditron -> 103_2b2_Ll_sc_LittC2SE" in w for w in ds.warnings
@@ -77,7 +77,7 @@ def test_split_name_with_other_device_token_matches_on_four_fields(cfg: dict) ->
 def test_patient_missing_from_demographics_warns_and_falls_back(cfg: dict) -> None:
     path = Path(cfg["root"]) / "ICBHI_Challenge_demographic_information.txt"
     path.write_text("".join("\t".join(r) + "\n" for pid, r in DEMOGRAPHICS.items() if pid != 104))
-    ds = read_dataset(cfg)
+    ds = read_dataset(data_block(**cfg))
     assert any("no demographics for patient(s) 104" in w for w in ds.warnings)
     rec = next(r for r in ds.recordings if r.patient == 104)
     assert "of a female pediatric patient" in rec.prompt
@@ -85,7 +85,7 @@ def test_patient_missing_from_demographics_warns_and_falls_back(cfg: dict) -> No
 
 def test_cycle_ending_after_audio_warns(cfg: dict) -> None:
     (audio(cfg) / "106_3b1_Tc_sc_LittC2SE.txt").write_text("0.0\t2.5\t1\t0\n")
-    ds = read_dataset(cfg)
+    ds = read_dataset(data_block(**cfg))
     assert ds.recordings[-1].annotations == [(0.0, 2.5, 1, 0)]
     assert any("end after their recording ends" in w for w in ds.warnings)
 
@@ -94,7 +94,7 @@ def test_header_lines_and_blank_lines_are_tolerated(cfg: dict) -> None:
     root = Path(cfg["root"])
     path = root / "ICBHI_Challenge_demographic_information.txt"
     path.write_text("pid age sex bmi weight height\n\n" + path.read_text())
-    assert len(read_dataset(cfg).patients) == len(DEMOGRAPHICS)
+    assert len(read_dataset(data_block(**cfg)).patients) == len(DEMOGRAPHICS)
 
 
 def test_parse_stem() -> None:
@@ -207,7 +207,7 @@ def test_errors_name_the_file(cfg: dict, case: str) -> None:
     mutate, message = ERRORS[case]
     where = mutate(cfg)
     with pytest.raises(UserError, match=None) as err:
-        read_dataset(cfg)
+        read_dataset(data_block(**cfg))
     assert message in str(err.value)
     assert str(where) in str(err.value)
 
@@ -224,14 +224,14 @@ def test_bad_demographics(cfg: dict, line: str, message: str) -> None:
     path = Path(cfg["root"]) / "ICBHI_Challenge_demographic_information.txt"
     path.write_text(line + "\n")
     with pytest.raises(UserError, match=message):
-        read_dataset(cfg)
+        read_dataset(data_block(**cfg))
 
 
 def test_missing_demographics_file(cfg: dict) -> None:
     root = Path(cfg["root"])
     (root / "ICBHI_Challenge_demographic_information.txt").unlink()
-    ds = read_dataset(cfg)  # the reference metadata.txt carries the same 6 columns
+    ds = read_dataset(data_block(**cfg))  # the reference metadata.txt carries the same 6 columns
     assert ds.patients[102].sex == "M" and any("first 6 columns" in w for w in ds.warnings)
     (root / "metadata.txt").unlink()
     with pytest.raises(UserError, match="demographic file not found"):
-        read_dataset(cfg)
+        read_dataset(data_block(**cfg))

@@ -11,7 +11,7 @@ import yaml
 
 from icbhi_fixtures import RECORDINGS, make_icbhi
 from rsckd.cli import main
-from rsckd.data.icbhi import read_dataset
+from rsckd.data.icbhi import data_block, read_dataset
 from rsckd.data.prepare import prepare
 from rsckd.data.summary import summarize
 from rsckd.data.table import CYCLE_COLUMNS, carve_validation, cycle_rows, load_cycles
@@ -33,7 +33,7 @@ def params_file(tmp_path: Path, **data: object) -> Path:
 
 def test_table_rows_order_ids_and_columns(cfg: dict, tmp_path: Path) -> None:
     out = tmp_path / "prepared"
-    summary = prepare(cfg, out)
+    summary = prepare(data_block(**cfg), out)
     df = load_cycles(out / "cycles.csv")
     assert tuple(df.columns) == CYCLE_COLUMNS
     expected = [(stem, i, row) for stem, _, _, _, rows in sorted(RECORDINGS) for i, row in enumerate(rows)]
@@ -66,7 +66,7 @@ def test_table_rows_order_ids_and_columns(cfg: dict, tmp_path: Path) -> None:
 
 
 def test_validation_carve_is_patient_disjoint_and_seeded(cfg: dict) -> None:
-    ds = read_dataset(cfg)
+    ds = read_dataset(data_block(**cfg))
     rows = cycle_rows(ds, 0.5, 0)
     train = {r["patient"] for r in rows if r["subset"] == "train"}
     val = {r["patient"] for r in rows if r["subset"] == "val"}
@@ -134,7 +134,7 @@ def test_summary_cli(cfg: dict, capsys: pytest.CaptureFixture[str]) -> None:
         assert line in out, line
     assert main(["data", "summary", cfg["root"], "--json", "--prompt-location", "recording"]) == 0
     data = json.loads(capsys.readouterr().out)
-    ds = read_dataset({**cfg, "prompt_location": "recording"})
+    ds = read_dataset(data_block(**{**cfg, "prompt_location": "recording"}))
     assert data == json.loads(json.dumps(summarize(ds, cycle_rows(ds, 0.2, 0))))
     assert data["prompts"]["distinct"] == len({r.prompt for r in ds.recordings})
     assert main(["data", "summary", cfg["root"] + "/nope"]) == 2

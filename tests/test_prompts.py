@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from icbhi_fixtures import make_icbhi
-from rsckd.data.icbhi import read_dataset
+from rsckd.data.icbhi import data_block, read_dataset
 from rsckd.data.prompts import age_group, bts_prompt, prompt_locations
 
 
@@ -75,7 +75,7 @@ def test_prompt_location_modes() -> None:
 
 def test_dataset_prompts_follow_prompt_location(tmp_path: Path) -> None:
     cfg = make_icbhi(tmp_path / "with")
-    by_stem = {r.stem: r for r in read_dataset(cfg).recordings}
+    by_stem = {r.stem: r for r in read_dataset(data_block(**cfg)).recordings}
     rec = by_stem["101_1b1_Al_sc_Meditron"]  # metadata says Pr for patient 101
     assert rec.prompt_location == "Pr"
     assert rec.prompt == (
@@ -89,10 +89,10 @@ def test_dataset_prompts_follow_prompt_location(tmp_path: Path) -> None:
         "of an adult male patient, using an AKGC417L microphone." in by_stem["102_2b1_Ar_sc_AKGC417L"].prompt
     )
 
-    own = read_dataset({**cfg, "prompt_location": "recording"})
+    own = read_dataset(data_block(**{**cfg, "prompt_location": "recording"}))
     assert {r.stem: r.prompt_location for r in own.recordings}["101_1b1_Al_sc_Meditron"] == "Al"
 
     bare = make_icbhi(tmp_path / "without", metadata=False)
-    ds = read_dataset(bare)
+    ds = read_dataset(data_block(**bare))
     assert {r.stem: r.prompt_location for r in ds.recordings}["101_1b1_Pr_sc_Meditron"] == "Al"
     assert sum("no per-patient chest location" in w for w in ds.warnings) == 1

@@ -11,7 +11,7 @@ import yaml
 
 from rsckd.cli import main
 from rsckd.config import Synthesize
-from rsckd.data.icbhi import read_dataset
+from rsckd.data.icbhi import data_block, read_dataset
 from rsckd.data.synthetic import FLIP_P, plan_corpus, render, synthesize
 
 SMALL = Synthesize(
@@ -57,7 +57,7 @@ def test_layout_is_readable_icbhi(corpus: Path) -> None:
         for line in (corpus / "ICBHI_Challenge_demographic_information.txt").read_text().splitlines()
     ]
     assert all(len(row) == 6 for row in demo) and any("NA" in row for row in demo)
-    ds = read_dataset({"root": str(corpus)})
+    ds = read_dataset(data_block(root=str(corpus)))
     assert all(w.startswith("NA ") for w in ds.warnings)  # only the deliberate demographic NAs
     assert {r.split for r in ds.recordings} == {"train", "test"}
     for pid, loc in ds.metadata_locations.items():

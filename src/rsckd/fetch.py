@@ -479,4 +479,4 @@ def run(args: argparse.Namespace) -> None:
             print(f"{src['name']}: {'fetched' if fetched else 'present, verified'} -> {where}")
     require_inputs(params)
     print(f"{args.params}: every input is in place")
-    print(format_summary(summarize_root(params.data.model_dump())))
+    print(format_summary(summarize_root(params.data)))

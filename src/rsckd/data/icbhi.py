@@ -18,8 +18,10 @@ from typing import Any
 
 import soundfile as sf
 
+from rsckd.config import Data
 from rsckd.data.prompts import bts_prompt, prompt_locations
 from rsckd.errors import UserError, warn
+from rsckd.schema import validated
 
 LOCATIONS = ("Tc", "Al", "Ar", "Pl", "Pr", "Ll", "Lr")
 MODES = ("sc", "mc")
@@ -27,7 +29,7 @@ DEVICES = ("AKGC417L", "LittC2SE", "Litt3200", "Meditron")
 DEMOGRAPHICS_NAMES = ("ICBHI_Challenge_demographic_information.txt", "demographic_info.txt")
 SPLITS = ("train", "test")
 NA_VALUES = {"", "na", "nan", "n/a", "none"}
-# The `data` block of params.yaml: lets `rsckd data summary ROOT` and tests run without a params file.
+# Defaults of the `data` block: `rsckd data summary ROOT` and tests read a root without a params file.
 DATA_DEFAULTS: dict[str, Any] = {
     "root": "data/synthetic",
     "audio_dir": "ICBHI_final_database",
@@ -346,10 +348,10 @@ def _resolve(root: Path, name: str | None) -> Path | None:
 
 
 def _read_demographics(
-    root: Path, cfg: dict[str, Any], metadata: Path | None, note: Note
+    root: Path, demographics_file: str | None, metadata: Path | None, note: Note
 ) -> tuple[dict[int, Patient], dict[int, str] | None]:
     """Patients from the demographic file (auto-detected when not configured), and the metadata locations."""
-    configured = _resolve(root, cfg["demographics_file"])
+    configured = _resolve(root, demographics_file)
     candidates = [configured] if configured else [root / name for name in DEMOGRAPHICS_NAMES]
     demographics = next((p for p in candidates if p.is_file()), None)
     meta_patients, locations = _read_patients(metadata, note) if metadata else ({}, {})
@@ -370,13 +372,17 @@ def _read_demographics(
     return patients, (locations or None)
 
 
-def read_dataset(data_cfg: dict[str, Any]) -> Dataset:
+def data_block(**settings: Any) -> Data:
+    """A ``data`` block from ``DATA_DEFAULTS`` and the given settings (``rsckd data summary``, tests)."""
+    return validated(Data, {**DATA_DEFAULTS, **settings}, "data")
+
+
+def read_dataset(cfg: Data) -> Dataset:
     """Read and check an ICBHI-layout root described by the ``data`` block of params.yaml."""
-    cfg = {**DATA_DEFAULTS, **data_cfg}
-    root = Path(cfg["root"])
+    root = Path(cfg.root)
     if not root.is_dir():
         raise UserError(missing_root_message(root))
-    audio = root / cfg["audio_dir"]
+    audio = root / cfg.audio_dir
     if not audio.is_dir():
         raise UserError(
             f"{audio}: audio folder not found (data.audio_dir); "
@@ -396,7 +402,7 @@ def read_dataset(data_cfg: dict[str, Any]) -> Dataset:
             parsed[stem] = parse_stem(stem)
         except ValueError as err:
             raise UserError(f"{wavs[stem]}: file name {stem!r}: {err}") from None
-    split_path = root / cfg["split_file"]
+    split_path = root / cfg.split_file
     splits = _assign_splits(stems, _read_split_file(split_path, note), split_path, note)
 
     recordings, late = [], 0
@@ -414,9 +420,9 @@ def read_dataset(data_cfg: dict[str, Any]) -> Dataset:
             "(kept; extraction clips them as the reference does)"
         )
 
-    metadata = _resolve(root, cfg["metadata_file"])
+    metadata = _resolve(root, cfg.metadata_file)
     metadata = metadata if metadata is not None and metadata.is_file() else None
-    patients, locations = _read_demographics(root, cfg, metadata, note)
+    patients, locations = _read_demographics(root, cfg.demographics_file, metadata, note)
     pids = sorted({r.patient for r in recordings})
     absent = [pid for pid in pids if pid not in patients]
     if absent:
@@ -435,14 +441,14 @@ def read_dataset(data_cfg: dict[str, Any]) -> Dataset:
         )
 
     diagnoses: dict[int, str] = {}
-    diagnosis = _resolve(root, cfg["diagnosis_file"])
+    diagnosis = _resolve(root, cfg.diagnosis_file)
     if diagnosis is not None:
         if diagnosis.is_file():
             diagnoses = _read_diagnoses(diagnosis, note)
         else:
             note(f"{diagnosis}: diagnosis file not found (data.diagnosis_file; informational only)")
 
-    chosen, prompt_notes = prompt_locations(recordings, locations, cfg["prompt_location"])
+    chosen, prompt_notes = prompt_locations(recordings, locations, cfg.prompt_location)
     for message in prompt_notes:
         note(message)
     for rec in recordings:

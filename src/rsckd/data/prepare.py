@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from rsckd.atomic import atomic_dir, write_json, write_text
-from rsckd.config import load_params
+from rsckd.config import Data, load_params
 from rsckd.data.icbhi import read_dataset
 from rsckd.data.summary import summarize
 from rsckd.data.table import cycle_rows, cycles_csv
 
 
-def prepare(data_cfg: dict[str, Any], out: str | Path) -> dict[str, Any]:
+def prepare(data: Data, out: str | Path) -> dict[str, Any]:
     """Read the dataset, write cycles.csv and summary.json under ``out``; return the summary."""
-    dataset = read_dataset(data_cfg)
-    rows = cycle_rows(dataset, data_cfg["val_fraction"], data_cfg["val_seed"])
+    dataset = read_dataset(data)
+    rows = cycle_rows(dataset, data.val_fraction, data.val_seed)
     summary = summarize(dataset, rows)
     with atomic_dir(out) as tmp:
         write_text(tmp / "cycles.csv", cycles_csv(rows))
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    summary = prepare(load_params(args.params).data.model_dump(), args.out)
+    summary = prepare(load_params(args.params).data, args.out)
     c = summary["cycles"]
     print(
         f"{args.out}/cycles.csv: {c['total']} cycles "

@@ -12,7 +12,8 @@ from collections import Counter
 from typing import Any
 
 from rsckd.atomic import json_bytes
-from rsckd.data.icbhi import DATA_DEFAULTS, Dataset, read_dataset
+from rsckd.config import Data
+from rsckd.data.icbhi import DATA_DEFAULTS, Dataset, data_block, read_dataset
 from rsckd.data.table import LABEL_NAMES, cycle_rows
 
 
@@ -99,14 +100,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--val-seed", type=int, default=DATA_DEFAULTS["val_seed"])
 
 
-def summarize_root(cfg: dict[str, Any]) -> dict[str, Any]:
-    """:func:`summarize` of the dataset a ``data`` config (the keys of ``DATA_DEFAULTS``) points at."""
-    dataset = read_dataset(cfg)
-    return summarize(dataset, cycle_rows(dataset, cfg["val_fraction"], cfg["val_seed"]))
+def summarize_root(data: Data) -> dict[str, Any]:
+    """:func:`summarize` of the dataset a ``data`` block points at."""
+    dataset = read_dataset(data)
+    return summarize(dataset, cycle_rows(dataset, data.val_fraction, data.val_seed))
 
 
 def run(args: argparse.Namespace) -> None:
-    summary = summarize_root({key: getattr(args, key) for key in DATA_DEFAULTS})
+    summary = summarize_root(data_block(**{key: getattr(args, key) for key in DATA_DEFAULTS}))
     if args.json:
         print(json_bytes(summary).decode(), end="")
     else:
