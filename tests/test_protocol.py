@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 
+from rsckd.architectures import ARCHITECTURES
+from rsckd.config import SpecAugment
 from rsckd.models import build_model, build_tokenizer, tokenize
 from rsckd.training.loop import make_optimizer
 from rsckd.training.protocol import average_as_lr_scale, cosine_lr, select_epochs
@@ -37,8 +39,9 @@ NO_EFFECT = "attention.self.key.bias"
 
 def _tiny_float64(arch):
     """A tiny model in float64 (dropout and all) and its training batches (the last one held out)."""
-    cfg = {"size": "tiny", "pretrained": None, "max_text_length": 64, "input_norm": "per_sample"}
-    tokenizer = build_tokenizer(cfg, PROMPTS) if arch == "bts" else None
+    own = {"max_text_length": 64} if ARCHITECTURES[arch].reads_prompt else {}
+    cfg = ARCHITECTURES[arch].block(size="tiny", pretrained=None, input_norm="per_sample", **own)
+    tokenizer = build_tokenizer(cfg, PROMPTS) if own else None
     torch.manual_seed(0)
     model = build_model(arch, cfg, SHAPE[arch], tokenizer=tokenizer).double()
     g = torch.Generator().manual_seed(1)
@@ -149,7 +152,7 @@ def spec_augment(x, cfg, generator):
 
 def test_spec_augment_masks_with_mean_and_is_reproducible():
     x = torch.randn(4, 50, 12)
-    cfg = {"freq_masks": 2, "freq_width": 5, "time_masks": 2, "time_width": 20}
+    cfg = SpecAugment(freq_masks=2, freq_width=5, time_masks=2, time_width=20)
     a = spec_augment(x, cfg, torch.Generator().manual_seed(3))
     b = spec_augment(x, cfg, torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and a.shape == x.shape
@@ -161,14 +164,14 @@ def test_spec_augment_masks_with_mean_and_is_reproducible():
     assert changed.any()
     masked_rows = changed.all(dim=2)  # a time mask covers every frequency of its frames
     assert masked_rows.any()
-    none = {"freq_masks": 0, "freq_width": 5, "time_masks": 2, "time_width": 0}
+    none = SpecAugment(freq_masks=0, freq_width=5, time_masks=2, time_width=0)
     assert torch.equal(spec_augment(x, none, torch.Generator().manual_seed(3)), x)
 
 
 def test_spec_augment_widths_stay_below_width():
     x = torch.arange(2000.0).reshape(2000, 1, 1).expand(2000, 30, 1).contiguous()  # constant per sample
     x = x + torch.arange(30.0).reshape(1, 30, 1)  # distinct frames
-    cfg = {"freq_masks": 0, "freq_width": 0, "time_masks": 1, "time_width": 7}
+    cfg = SpecAugment(freq_masks=0, freq_width=0, time_masks=1, time_width=7)
     a = spec_augment(x, cfg, torch.Generator().manual_seed(0))
     widths = (a != x).sum(dim=(1, 2))
     assert widths.max() <= 6 and math.isclose(widths.float().mean().item(), 3.0, abs_tol=0.3)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from rsckd.architectures import BTSBlock
 from rsckd.errors import UserError
 from rsckd.models import build_model, build_tokenizer, load_tokenizer, tokenize
 
@@ -13,7 +14,7 @@ PROMPTS = [
     "This sound was recorded from the right lateral chest of an adult female patient, using a Litt3200 "
     "stethoscope.",
 ]
-CFG = {"size": "tiny", "pretrained": None, "max_text_length": 64}
+CFG = BTSBlock(size="tiny", pretrained=None, max_text_length=64, input_norm="none")
 
 
 def test_local_tokenizer_is_deterministic_and_roberta_like():
@@ -60,7 +61,9 @@ def test_saved_tokenizer_round_trip(tmp_path):
     again = load_tokenizer(tmp_path / "tok")
     assert torch.equal(tokenize(tok, PROMPTS, 64)[0], tokenize(again, PROMPTS, 64)[0])
     # a pretrained directory's own tokenizer wins over the prompts
-    from_dir = build_tokenizer({**CFG, "pretrained": str(tmp_path / "tok")}, ["unrelated words"])
+    from_dir = build_tokenizer(
+        CFG.model_copy(update={"pretrained": str(tmp_path / "tok")}), ["unrelated words"]
+    )
     assert from_dir.get_vocab() == tok.get_vocab()
 
 
@@ -70,7 +73,7 @@ def test_refuses_missing_and_empty_tokenizers(tmp_path):
     from transformers import RobertaTokenizerFast
 
     with pytest.raises(UserError, match="models.bts.pretrained"):
-        build_tokenizer({**CFG, "pretrained": str(tmp_path / "nowhere")}, PROMPTS)
+        build_tokenizer(CFG.model_copy(update={"pretrained": str(tmp_path / "nowhere")}), PROMPTS)
     (tmp_path / "blank").mkdir()
     with pytest.raises(UserError, match="no usable tokenizer"):
         load_tokenizer(tmp_path / "blank")
