@@ -92,8 +92,7 @@ def run_logits(
     if arch.reads_prompt:
         if tokenizer is None:
             raise UserError(f"{run_dir}: a text model without tokenizer/ (incomplete run directory)")
-        max_length = arch.model_block(config["model"], where).max_text_length
-        ids, mask = tokenize(tokenizer, [prompt()], max_length)
+        ids, mask = tokenize(tokenizer, [prompt()], config["model"]["max_text_length"])  # checked by load_run
         text = {"input_ids": ids, "attention_mask": mask}
     out = []
     with torch.no_grad():

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from rsckd.atomic import atomic_dir, save_npy, write_json, write_text
-from rsckd.config import Params, load_params
+from rsckd.config import ABLATIONS, Params, load_params
 from rsckd.data.table import load_cycles
 from rsckd.errors import UserError
 from rsckd.evaluation.icbhi_score import scores_from_logits
@@ -59,14 +59,9 @@ def soft_label_ks(params: Params) -> list[int]:
 
 
 def ablation_teachers(variant: str, seeds: list[int], k: int, curated: list[int]) -> list[int]:
-    """The teachers (seeds, in file order) whose logits a Table 3 variant reads; noise_var reads none."""
-    return {
-        "noise_var": [],
-        "noise_teacher_var": seeds[:k],
-        "single_teacher": seeds[:1],
-        "curated": curated,
-        "raw_logits": seeds[:k],
-    }[variant]
+    """The teachers (seeds, in file order) whose logits a Table 3 variant reads (config.ABLATIONS)."""
+    teachers = {"none": [], "first 1": seeds[:1], "first k": seeds[:k], "curated k": curated}
+    return teachers[ABLATIONS[variant][1]]
 
 
 def curated_seeds(teacher_metrics: dict[int, dict[str, Any]], k: int, by: str) -> list[int]:

@@ -22,7 +22,6 @@ from rsckd.training.artifacts import run_config, write_curves, write_run
 from rsckd.training.loop import pick_device, seed_everything, slice_sets, train
 from rsckd.training.resume import Checkpoints, resume_dir
 from rsckd.training.targets import (
-    ABLATION_TARGETS,
     NEEDS_SOFT_FILE,
     TARGETS,
     Targets,
@@ -55,7 +54,7 @@ def resolve_target(target: str | None, soft: str | None, ablation: str | None) -
                 f"--ablation {ablation} needs --soft data/soft_labels/ablation/{ablation}.npy "
                 "(written by `rsckd ensemble`)"
             )
-        return ABLATION_TARGETS[ablation], Path(soft)
+        return ABLATIONS[ablation][0], Path(soft)
     target = target or "hard"
     if target in NEEDS_SOFT_FILE and soft is None:
         raise UserError(

@@ -32,15 +32,6 @@ from rsckd.evaluation.icbhi_score import N_CLASSES
 NEEDS_SOFT_FILE = ("mean", "random", "noise_teacher_var", "raw_logits")
 
 
-ABLATION_TARGETS = {  # Table 3 variant -> its training target; `rsckd ensemble` writes the teachers it reads
-    "noise_var": "noise_var",
-    "noise_teacher_var": "noise_teacher_var",
-    "single_teacher": "mean",
-    "curated": "mean",
-    "raw_logits": "raw_logits",
-}
-
-
 def load_soft_logits(path: str | Path, n_train: int) -> np.ndarray:
     """Read a (k, N_train, 4) teacher-logit file and check it matches the cycle table's train rows (k = 0: the
     file of an ablation variant that reads no teacher)."""
