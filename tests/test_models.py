@@ -14,7 +14,7 @@ PROMPTS = [
     "This sound was recorded from the left posterior chest of an adult male patient, using a Meditron "
     "stethoscope.",
 ]
-TINY_SHAPE = {"clap": (201, 16), "fbank": (200, 32)}  # the smoke profile's features
+TINY_SHAPE = {"clap": (161, 16), "fbank": (200, 32)}  # the smoke profile's features
 FULL_SHAPE = {"clap": (1001, 64), "fbank": (798, 128)}  # the paper's features
 NORM = {"bts": "none", "audio_clap": "none", "ast": "audioset"}
 OWN_KEYS = {"bts": {"max_text_length": 64}, "ast": {"swap_input_dims": False}}

@@ -1,10 +1,11 @@
-"""End to end: the whole default DAG from a copy of the repository, serial and through `rsckd parallel`.
+"""End to end: the whole default DAG from a copy of the repository, as `make repro` runs it.
 
-The serial run must reproduce the committed dvc.lock, metrics, plots and reports byte for byte: the README
-promises them on any x86-64 machine (data stages by construction, training stages through
-``runtime.cpu_kernels: portable``; ``test_reproducibility.py`` imitates other CPUs). The run on two local Dask
-workers must give the serial run's bytes, and a following plain `dvc repro` must have nothing to do. These are
-the slowest tests (minutes each).
+The run must reproduce the committed dvc.lock, metrics, plots and reports byte for byte: the README promises
+them on any x86-64 machine (data stages by construction, training stages through ``runtime.cpu_kernels:
+portable``; ``test_reproducibility.py`` imitates other CPUs). `rsckd parallel` runs each item as
+`dvc repro -s <item>`, the command a plain `dvc repro` runs in order, and the plain `dvc repro` that follows
+must have nothing to do. Its outputs must also show the paper's robust effects (``paper_effects.py``). These
+are the slowest tests (minutes each).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from paper_effects import broken_effects
 from repo_copy import ROOT, run, tracked_copy
 
 COMPARED = ("dvc.lock", "metrics", "plots", "reports")
@@ -41,23 +43,20 @@ def assert_nothing_stale(copy: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def serial_run(tmp_path_factory) -> Path:
-    copy = tracked_copy(tmp_path_factory.mktemp("serial") / "repo")
-    run(["dvc", "repro"], copy)
+def default_run(tmp_path_factory) -> Path:
+    copy = tracked_copy(tmp_path_factory.mktemp("default") / "repo")
+    out = run(["rsckd", "parallel", "--workers", "2"], copy)
+    assert ", 0 failed, 0 skipped" in out
     return copy
 
 
-def test_default_dag_reproduces_the_committed_outputs(serial_run):
-    assert_nothing_stale(serial_run)
-    assert_same_outputs(serial_run, ROOT)
+def test_default_dag_reproduces_the_committed_outputs(default_run):
+    assert_nothing_stale(default_run)
+    assert_same_outputs(default_run, ROOT)
 
 
-def test_two_local_workers_give_the_serial_bytes(tmp_path, serial_run):
-    copy = tracked_copy(tmp_path / "repo")
-    out = run(["rsckd", "parallel", "--workers", "2"], copy)
-    assert ", 0 failed, 0 skipped" in out
-    assert_nothing_stale(copy)
-    assert_same_outputs(copy, serial_run)
+def test_default_dag_shows_the_papers_effects(default_run):
+    assert broken_effects(default_run) == []
 
 
 def test_remote_run_cache_restores_results_on_another_machine(tmp_path):

@@ -8,11 +8,13 @@ import shutil
 import statistics
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from rsckd.cli import main
 from rsckd.errors import UserError
 from rsckd.report.build import build_report, report_profile
+from rsckd.report.figures import figure2_noise_note
 from rsckd.report.tables import load_runs, paper_values, runs_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,6 +189,24 @@ def test_figure_csvs_hold_means_and_stds(project: Path) -> None:
     assert float(fig3[5]["student_score"]) == pytest.approx(
         statistics.fmean(student_score("mean", 5, s) for s in (1, 2))
     )
+
+
+def test_figure2_says_when_its_error_bars_are_as_wide_as_its_effect() -> None:
+    def frame(gain: float, std: float) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "k": [0, 5],
+                "mean_score": [55.0, 55.0 + gain],
+                "mean_std": [std, std],
+                "random_score": [55.0, 55.0 + gain],
+                "random_std": [std, std],
+            }
+        )
+
+    assert figure2_noise_note(frame(gain=2.0, std=0.5)) == ""
+    assert "too few seeds" in figure2_noise_note(frame(gain=0.5, std=0.8))
+    assert "too few seeds" in figure2_noise_note(frame(gain=-2.0, std=2.5))
+    assert "too few seeds" in figure2_noise_note(frame(gain=2.0, std=float("nan")))
 
 
 def test_a_table_cell_is_the_mean_of_its_seeds_in_the_frame(project: Path) -> None:

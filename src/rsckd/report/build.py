@@ -200,7 +200,7 @@ def build_report(
     report = json.dumps(clean_json(headline(runs, ensemble, second_gen, prof, paper)), indent=2) + "\n"
     # Render everything before writing anything, so a malformed input leaves the previous report intact.
     student, teacher = prof.labels[prof.distill_arch], prof.labels[prof.teacher_arch]
-    png2 = figures.figure2_png(fig2, student, subtitle(prof))
+    png2 = figures.figure2_png(fig2, student, subtitle(prof) + figures.figure2_noise_note(fig2))
     png3 = figures.figure3_png(fig3, teacher, student, subtitle(prof))
     write_text(plots_dir / "figure2.csv", figures.csv_text(fig2, figures.FIGURE2_COLUMNS))
     write_text(plots_dir / "figure3.csv", figures.csv_text(fig3, figures.FIGURE3_COLUMNS))

@@ -61,6 +61,17 @@ def figure2_frame(runs: pd.DataFrame, prof: Profile) -> pd.DataFrame:
     return frame
 
 
+def figure2_noise_note(frame: pd.DataFrame) -> str:
+    """A caption line when Figure 2's error bars are not narrower than its effect (the gain of the largest k
+    over k = 0, for either method; always so with one seed): it cannot tell it from seed noise."""
+    base, last = frame.iloc[0], frame.iloc[-1]
+    for method in FIGURE2_METHODS:
+        gain = abs(last[f"{method}_score"] - base[f"{method}_score"])
+        if not gain > max(last[f"{method}_std"], base[f"{method}_std"]):
+            return "\nerror bars as wide as the gain over k = 0: too few seeds to tell it from seed noise"
+    return ""
+
+
 def figure3_frame(runs: pd.DataFrame, ensemble: pd.DataFrame, prof: Profile) -> pd.DataFrame:
     """Teacher-ensemble Score and test loss for every k, with the mean-teacher student's Score where swept."""
     students = runs_of(runs, "students", target="mean", protocol="literature")
