@@ -1,4 +1,4 @@
-"""The committed default outputs show the paper's robust effects, and the check notices when one is gone."""
+"""The committed default outputs show the paper's robust effects, and the checks notice when one is gone."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
-from paper_effects import broken_effects
+import numpy as np
+
+from paper_effects import broken_distillation, broken_effects
 from repo_copy import ROOT
 
 
@@ -46,3 +48,29 @@ def test_a_teacher_at_chance_is_reported_by_name(tmp_path):
     path = root / "metrics" / "teachers" / "s3.json"
     edit_json(path, lambda run: run[run["selected"]].update(score=50.0))
     assert broken_effects(root) == ["teachers above chance (Score > 50): {'s3': 50.0}"]
+
+
+def write_runs(root: Path, group: str, logits: dict[str, np.ndarray]) -> None:
+    for name, z in logits.items():
+        (root / "models" / group / name).mkdir(parents=True)
+        np.save(root / "models" / group / name / "logits_test.npy", z.astype(np.float32))
+
+
+def test_students_on_one_hot_labels_break_the_distillation_effect(tmp_path):
+    rng = np.random.default_rng(0)
+    teachers = {f"s{s}": rng.normal(size=(200, 4)) for s in (1, 2, 3)}
+    ensemble = np.mean(list(teachers.values()), axis=0)
+    baseline = {f"s{s}": ensemble + rng.normal(scale=0.5, size=(200, 4)) for s in (1, 2)}
+    soft = {f"k3-mean-s{s}": ensemble + rng.normal(scale=0.1, size=(200, 4)) for s in (1, 2)}
+    one_hot = {f"k3-mean-s{s}": 8.0 * np.eye(4)[ensemble.argmax(axis=1)] for s in (1, 2)}
+    found = {}
+    for name, students in (("soft", soft), ("one_hot", one_hot)):
+        root = tmp_path / name
+        write_runs(root, "teachers", teachers)
+        write_runs(root, "baseline", baseline)
+        write_runs(root, "students", {"k1-mean-s1": ensemble, **students})
+        found[name] = [b.split(":")[0] for b in broken_distillation(root)]
+    assert found == {
+        "soft": [],
+        "one_hot": ["k = 3 soft-label students nearer the ensemble than the baseline (KL)"],
+    }

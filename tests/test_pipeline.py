@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from paper_effects import broken_effects
+from paper_effects import broken_distillation, broken_effects
 from repo_copy import ROOT, run, tracked_copy
 
 COMPARED = ("dvc.lock", "metrics", "plots", "reports")
@@ -56,7 +56,7 @@ def test_default_dag_reproduces_the_committed_outputs(default_run):
 
 
 def test_default_dag_shows_the_papers_effects(default_run):
-    assert broken_effects(default_run) == []
+    assert broken_effects(default_run) + broken_distillation(default_run) == []
 
 
 def test_remote_run_cache_restores_results_on_another_machine(tmp_path):
