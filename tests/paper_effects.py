@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rsckd.training.targets import softmax
+
 
 def _selected(path: Path) -> dict:
     run = json.loads(path.read_text())
@@ -31,9 +33,9 @@ def broken_effects(root: Path) -> list[str]:
     """The effects that do not hold in ``root``'s outputs, each with its numbers (empty: all hold)."""
     metrics = root / "metrics"
     broken = []
-    teachers = sorted((metrics / "teachers").glob("s*.json"))
-    below = {p.stem: _selected(p)["score"] for p in teachers if _selected(p)["score"] <= 50.0}
-    if not teachers or below:
+    scores = {p.stem: _selected(p)["score"] for p in sorted((metrics / "teachers").glob("s*.json"))}
+    below = {name: score for name, score in scores.items() if score <= 50.0}
+    if not scores or below:
         broken.append(f"teachers above chance (Score > 50): {below or 'no teachers'}")
 
     ensemble = json.loads((metrics / "ensemble.json").read_text())
@@ -48,14 +50,13 @@ def broken_effects(root: Path) -> list[str]:
     return broken
 
 
-def _probabilities(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
-
-
 def _test_logits(run_dirs: list[Path]) -> list[np.ndarray]:
     assert run_dirs, "no runs found"
-    return [np.load(d / "logits_test.npy").astype(np.float64) for d in run_dirs]
+    return [np.load(d / "logits_test.npy") for d in run_dirs]
+
+
+def _probabilities(logits: np.ndarray) -> np.ndarray:
+    return softmax(logits).astype(np.float64)  # the soft-label rule of the training targets
 
 
 def broken_distillation(root: Path) -> list[str]:
