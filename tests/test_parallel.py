@@ -52,8 +52,11 @@ def sleep_project(root: Path, stages: dict[str, tuple[float, list[str]]]) -> Pat
     return root
 
 
-def rsckd_parallel(project: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+def rsckd_parallel(
+    project: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**(os.environ if env is None else env)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     return subprocess.run(
         ["rsckd", "parallel", *args], cwd=project, env=env, capture_output=True, text=True, timeout=600
     )
@@ -185,6 +188,29 @@ def cluster_config(tmp_path: Path, **changes) -> Path:
 
 
 NO_FLAGS = dict.fromkeys(("queue", "account", "walltime", "memory", "gpus_per_job"))
+
+
+def test_an_item_runs_with_the_callers_environment_not_the_dask_nannys(tmp_path):
+    """The nanny sets MALLOC_TRIM_THRESHOLD_ and OMP_NUM_THREADS in its workers; the item must see the
+    caller's values (unset, and 3) as under a plain `dvc repro`."""
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "record.py").write_text(
+        "import json, os\n"
+        "keys = ('MALLOC_TRIM_THRESHOLD_', 'OMP_NUM_THREADS')\n"
+        "json.dump({k: os.environ.get(k) for k in keys}, open('env.json', 'w'))\n"
+    )
+    stage = {"cmd": "python record.py", "deps": ["record.py"], "outs": ["env.json"]}
+    (project / "dvc.yaml").write_text(json.dumps({"stages": {"env": stage}}))
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+        run(cmd, project)
+    caller = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"} | {"OMP_NUM_THREADS": "3"}
+    done = rsckd_parallel(project, "--workers", "1", env=caller)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads((project / "env.json").read_text()) == {
+        "MALLOC_TRIM_THRESHOLD_": None,
+        "OMP_NUM_THREADS": "3",
+    }
 
 
 @pytest.mark.parametrize(
