@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from rsckd.architectures import BTSBlock
-from rsckd.config import COMPILE_MODES, Runtime
+from rsckd.config import COMPILE_MODES, Runtime, load_params
+from rsckd.data.features import clap_num_frames
 from rsckd.data.prompts import LOCATION_NAMES, bts_prompt
 from rsckd.models import build_model, build_tokenizer, tokenize
 from rsckd.training.loop import (
@@ -37,7 +39,8 @@ from rsckd.training.loop import (
 from rsckd.training.protocol import average_as_lr_scale
 from rsckd.training.targets import Targets
 
-SHAPES = {"full": (1001, 64), "tiny": (201, 16)}
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = {"full": "configs/paper.yaml", "tiny": "params.yaml"}  # each size's CLAP input is its profile's
 REFERENCE_SAMPLES_S = 35.2  # the reference's loop, full-size BTS, batch 8, H100
 WARM_UP_STEPS = 2
 
@@ -45,6 +48,12 @@ WARM_UP_STEPS = 2
 def prompts() -> list[str]:
     combos = itertools.product(LOCATION_NAMES, (30.0, 5.0), ("M", "F"), ("AKGC417L", "Meditron", "LittC2SE"))
     return sorted({bts_prompt(loc, age, sex, dev) for loc, age, sex, dev in combos})
+
+
+def clap_shape(size: str) -> tuple[int, int]:
+    """(frames, mel bins) of the CLAP features of the profile whose models have this size."""
+    cfg = load_params(ROOT / PROFILES[size]).features.clap
+    return clap_num_frames(cfg), int(cfg.n_mels)
 
 
 def sync(device: torch.device) -> None:
@@ -56,7 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--size", choices=SHAPES, help="default: full on cuda, tiny on cpu")
+    parser.add_argument("--size", choices=PROFILES, help="default: full on cuda, tiny on cpu")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--modes", nargs="+", choices=COMPILE_MODES)
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[8, 32])
@@ -73,7 +82,7 @@ def main() -> None:
     modes = args.modes or [m for m in COMPILE_MODES if cuda or m != "reduce-overhead"]
     n_timed = args.steps or (50 if cuda else 5)
     eval_bs = args.eval_batch or (256 if cuda else 64)
-    t, f = SHAPES[size]
+    t, f = clap_shape(size)
     cfg = BTSBlock(size=size, pretrained=None, input_norm="none", max_text_length=64)
     texts = prompts()
     tokenizer = build_tokenizer(cfg, texts)
