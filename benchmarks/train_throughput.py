@@ -30,6 +30,7 @@ from rsckd.training.loop import (
     DeviceCycles,
     TrainStep,
     compiled,
+    eval_batch_size,
     make_optimizer,
     pick_device,
     predict,
@@ -81,7 +82,7 @@ def main() -> None:
     size = args.size or ("full" if cuda else "tiny")
     modes = args.modes or [m for m in COMPILE_MODES if cuda or m != "reduce-overhead"]
     n_timed = args.steps or (50 if cuda else 5)
-    eval_bs = args.eval_batch or (256 if cuda else 64)
+    eval_bs = args.eval_batch or eval_batch_size(device)
     t, f = clap_shape(size)
     cfg = BTSBlock(size=size, pretrained=None, input_norm="none", max_text_length=64)
     texts = prompts()

@@ -169,6 +169,24 @@ def test_slurm_job_script_holds_the_requested_resources(tiny_project):
     assert "  one\n" in script  # the dry run also lists the stale items
 
 
+def test_a_batch_jobs_nanny_leaves_the_item_environment_alone(tiny_project, tmp_path):
+    """The job script's DASK_* exports must give the job's nanny no environment of its own to set."""
+    cluster = ["--cluster", "slurm", "--cluster-config", str(ROOT / "configs/cluster.yaml")]
+    done = rsckd_parallel(tiny_project, *cluster, "--dry-run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    exports = [line for line in done.stdout.splitlines() if line.startswith("export DASK_")]
+    probe = (
+        "import dask, distributed; from distributed.nanny import _get_env_variables; "
+        "print(_get_env_variables('distributed.nanny.pre-spawn-environ'), "
+        "dask.config.get('distributed.scheduler.worker-saturation'))"
+    )
+    script = tmp_path / "job.sh"
+    script.write_text("\n".join([*exports, f'{sys.executable} -c "{probe}"']) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    seen = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True)
+    assert seen.stdout.split() == ["{}", "1.0"]
+
+
 def test_pbs_job_script_asks_for_gpus_in_its_select_statement(tiny_project):
     cluster = ["--cluster", "pbs", "--cluster-config", str(ROOT / "configs/cluster.yaml")]
     done = rsckd_parallel(tiny_project, *cluster, "--queue", "gpuq", "--dry-run")

@@ -18,6 +18,7 @@ import importlib.util
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -34,6 +35,28 @@ from rsckd.schema import TEXT, Block, Expected, fail, integer, validated
 CLUSTERS = ("local", "slurm", "pbs")
 DEFAULT_CLUSTER_CONFIG = "configs/cluster.yaml"
 JOB_FLAGS = ("queue", "account", "walltime", "memory", "gpus_per_job")  # batch settings a flag may override
+
+
+def dask_settings() -> dict[str, Any]:
+    """Dask settings of every run: in this process (the scheduler, a local cluster's nannies) and, as DASK_*
+    variables, in batch jobs.
+
+    A nanny's pre-spawn environment tunes workers for Dask's own tasks (a 64 KiB MALLOC_TRIM_THRESHOLD_, one
+    OpenMP/MKL/OpenBLAS thread) and the stage commands would inherit it: the trim threshold alone made a tiny
+    BTS training take 30.2 s instead of 22.1 s. Each of those variables is set to None (Dask's "leave it
+    alone"), so an item runs with the environment a plain `dvc repro` has (the nanny still fixes
+    PYTHONHASHSEED, which no output depends on). A saturation of 1.0 lets a one-thread worker hold one task,
+    never one running and one waiting."""
+    import dask
+    import distributed.config  # noqa: F401 (loads the distributed.* defaults into dask.config)
+
+    return {
+        "distributed.nanny.pre-spawn-environ": dict.fromkeys(
+            dask.config.get("distributed.nanny.pre-spawn-environ")
+        ),
+        "distributed.nanny.environ": dict.fromkeys(dask.config.get("distributed.nanny.environ")),
+        "distributed.scheduler.worker-saturation": 1.0,
+    }
 
 
 # ---------------------------------------------------------------- the plan: DVC's graph and staleness
@@ -70,7 +93,7 @@ def plan(root: Path) -> dict[str, list[str]]:
 
 
 class ItemFailed(Exception):
-    """A stage item's `dvc repro -s` exited non-zero; Dask hands it on to every task downstream."""
+    """A stage item's `dvc repro -s` exited non-zero (or its task could not run)."""
 
     def __init__(self, item: str, log: str, reason: str = "") -> None:
         super().__init__(item, log, reason)
@@ -113,52 +136,26 @@ def log_path(log_dir: Path, item: str) -> Path:
     return log_dir / f"{item.replace('/', '_').replace(':', '_')}.log"
 
 
-def caller_environ() -> dict[str, str | None]:
-    """This shell's values (None: unset) of the variables a Dask nanny sets in its worker processes.
-
-    The nanny tunes its workers for Dask's own tasks (``distributed.nanny.pre-spawn-environ``: a 64 KiB
-    ``MALLOC_TRIM_THRESHOLD_``, one OpenMP/MKL/OpenBLAS thread). A stage item must run as a plain `dvc repro`
-    from this shell would run it, so the worker hands it these values back: the trim threshold alone makes a
-    CPU training 1.37 times slower (tiny BTS, 30.2 s against 22.1 s)."""
-    import dask
-    import distributed.config  # noqa: F401 (loads the distributed.* defaults into dask.config)
-
-    keys = {
-        **dask.config.get("distributed.nanny.pre-spawn-environ"),
-        **dask.config.get("distributed.nanny.environ"),
-    }
-    return {key: os.environ.get(key) for key in sorted(keys)}
-
-
-def run_item(
-    item: str, root: str, log_dir: str, deal: GpuDeal, environ: dict[str, str | None]
-) -> dict[str, Any]:
+def run_item(item: str, root: str, log_dir: str, deal: GpuDeal) -> dict[str, Any]:
     """Run one stage item with DVC in the checkout (runs on a worker).
 
     The worker's interpreter directory goes first on PATH, so `dvc` and the stage commands (`rsckd ...`) come
-    from the same environment on every machine, and ``environ`` (``caller_environ()``) undoes what the nanny
-    set. Whatever goes wrong is raised as this item's ``ItemFailed``, whose message names its log."""
+    from the same environment on every machine. Whatever goes wrong is raised as this item's ``ItemFailed``,
+    whose message names its log."""
     try:
-        return _run_item(item, root, log_dir, deal, environ)
+        return _run_item(item, root, log_dir, deal)
     except ItemFailed:
         raise
     except Exception as err:
         raise ItemFailed(item, str(log_path(Path(log_dir), item)), f"{type(err).__name__}: {err}") from None
 
 
-def _run_item(
-    item: str, root: str, log_dir: str, deal: GpuDeal, environ: dict[str, str | None]
-) -> dict[str, Any]:
+def _run_item(item: str, root: str, log_dir: str, deal: GpuDeal) -> dict[str, Any]:
     from distributed import get_worker
 
     gpu = deal.gpu(get_worker().name)
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
-    for key, value in environ.items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     log = log_path(Path(log_dir), item)
@@ -242,6 +239,14 @@ def job_slots(settings: JobSettings) -> int:
     return settings.gpus_per_job * settings.slots_per_gpu
 
 
+def dask_exports() -> list[str]:
+    """``dask_settings()`` as the shell lines that give a batch job's Dask processes the same settings."""
+    return [
+        f"export DASK_{key.upper().replace('.', '__').replace('-', '_')}={shlex.quote(repr(value))}"
+        for key, value in dask_settings().items()
+    ]
+
+
 def batch_cluster(kind: str, settings: JobSettings, root: Path) -> Any:
     """A dask-jobqueue cluster whose every job is one worker per GPU slot, one thread (one item) each.
 
@@ -263,7 +268,7 @@ def batch_cluster(kind: str, settings: JobSettings, root: Path) -> Any:
         "interface": settings.interface,
         "job_name": "rsckd",
         "log_directory": str(log_directory),
-        "job_script_prologue": [f"cd {root}", *settings.prologue],
+        "job_script_prologue": [f"cd {root}", *dask_exports(), *settings.prologue],
     }
     if kind == "slurm":
         directives = [f"--gres=gpu:{settings.gpus_per_job}", *settings.directives]
@@ -313,7 +318,6 @@ def execute(
     root: Path,
     log_dir: Path,
     deal: GpuDeal,
-    environ: dict[str, str | None],
     slots: int,
 ) -> Outcomes:
     """Run every item whose upstream items all succeeded, at most ``slots`` (the workers) at a time, and
@@ -335,7 +339,7 @@ def execute(
         ready.sort(key=lambda item: -priority[item])  # stable: the plan's order among equals
         while ready and running.count() < slots:
             item = ready.pop(0)
-            args = (item, str(root), str(log_dir), deal, environ)
+            args = (item, str(root), str(log_dir), deal)
             running.add(client.submit(run_item, *args, key=item, pure=False))
 
     start_ready()
@@ -352,7 +356,7 @@ def execute(
                         if not waiting[later]:
                             ready.append(later)
             else:
-                err = future.exception()
+                err = future.exception() if future.status == "error" else future.status  # e.g. cancelled
                 outcomes.failed[item] = why = str(err) if isinstance(err, ItemFailed) else f"{item}: {err!r}"
                 bar.write(f"  FAILED  {why}", file=sys.stdout)
                 for later in sorted(after[item] - outcomes.skipped.keys(), key=list(items).index):
@@ -363,20 +367,23 @@ def execute(
     return outcomes
 
 
-def start_cluster(args: argparse.Namespace, settings: JobSettings | None, root: Path) -> tuple[Any, GpuDeal]:
-    """Local worker processes, or batch jobs kept at the size that gives ``args.workers`` workers."""
+def start_cluster(
+    args: argparse.Namespace, settings: JobSettings | None, root: Path
+) -> tuple[Any, GpuDeal, int]:
+    """Local worker processes, or batch jobs kept at the size that gives ``args.workers`` workers (rounded up
+    to whole jobs); also returns how many workers that is."""
     from distributed import LocalCluster
 
     if settings is None:
         cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True)
-        return cluster, GpuDeal(tuple(g for g in args.gpus.split(",") if g))
+        return cluster, GpuDeal(tuple(g for g in args.gpus.split(",") if g)), args.workers
     cluster = batch_cluster(args.cluster, settings, root)
     slots_per_job = job_slots(settings)
     jobs = math.ceil(args.workers / slots_per_job)
     cluster.adapt(
         minimum_jobs=jobs, maximum_jobs=jobs
     )  # a fixed size: a job ended by its walltime is replaced
-    return cluster, GpuDeal(None, slots_per_job)
+    return cluster, GpuDeal(None, slots_per_job), jobs * slots_per_job
 
 
 def dashboard(client: Any) -> str:
@@ -451,15 +458,16 @@ def run(args: argparse.Namespace) -> None:
                 print(cluster.job_script())
         return
     if items:
+        import dask
         from distributed import Client
 
         log_dir = (root / args.log_dir).resolve()
         log_dir.mkdir(parents=True, exist_ok=True)
-        environ = caller_environ()  # before a local nanny changes this process's environment
-        cluster, deal = start_cluster(args, settings, root)
-        with cluster, Client(cluster) as client:
-            print(f"dask dashboard: {dashboard(client)}", flush=True)
-            outcomes = execute(client, items, root, log_dir, deal, environ, args.workers)
+        with dask.config.set(dask_settings()):
+            cluster, deal, slots = start_cluster(args, settings, root)
+            with cluster, Client(cluster) as client:
+                print(f"dask dashboard: {dashboard(client)}", flush=True)
+                outcomes = execute(client, items, root, log_dir, deal, slots)
         print(outcomes.summary(), flush=True)
         if outcomes.failed:
             raise UserError(

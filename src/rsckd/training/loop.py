@@ -212,6 +212,12 @@ def compiled(fn: Callable[..., torch.Tensor], mode: str) -> Callable[..., torch.
     return replay
 
 
+def eval_batch_size(device: torch.device) -> int:
+    """Rows per evaluation batch: 256 on a GPU; 64 on a CPU, where larger batches run no faster (tiny BTS
+    1,499 rows/s at 64 against 1,481 at 256, tiny CNN6 705 against 480)."""
+    return 256 if device.type == "cuda" else 64
+
+
 @torch.no_grad()
 def predict(
     model: torch.nn.Module, fn: Callable[..., torch.Tensor], cycles: DeviceCycles, batch_size: int
@@ -339,7 +345,7 @@ def train(
     if cfg.select == "val" and len(data.val) == 0:
         raise UserError("train.select: 'val' needs validation rows (subset == val) in the cycle table")
     cuda = device.type == "cuda"
-    eval_bs = 256 if cuda else 64
+    eval_bs = eval_batch_size(device)
     fit, test = DeviceCycles(data.fit, data.tokens, device), DeviceCycles(data.test, data.tokens, device)
     val = DeviceCycles(data.val, data.tokens, device) if len(data.val) else None
 
