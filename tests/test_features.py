@@ -26,7 +26,7 @@ PAPER_CLAP, PAPER_FBANK = ClapFeatures(**PAPER["clap"]), FbankFeatures(**PAPER["
 TINY_CLAP = PAPER_CLAP.model_copy(
     update={"sample_rate": 8000, "n_mels": 16, "n_fft": 256, "hop_length": 400, "f_max": 3800.0}
 )
-TINY_FBANK = FbankFeatures(sample_rate=8000, num_mel_bins=32, frame_length_ms=25.0, frame_shift_ms=40.0)
+TINY_FBANK = FbankFeatures(sample_rate=8000, num_mel_bins=16, frame_length_ms=25.0, frame_shift_ms=40.0)
 
 
 def _cycles(sr: int, seconds: float, n: int, seed: int = 0) -> torch.Tensor:

@@ -14,7 +14,7 @@ PROMPTS = [
     "This sound was recorded from the left posterior chest of an adult male patient, using a Meditron "
     "stethoscope.",
 ]
-TINY_SHAPE = {"clap": (161, 16), "fbank": (200, 32)}  # the smoke profile's features
+TINY_SHAPE = {"clap": (161, 16), "fbank": (200, 16)}  # the smoke profile's features
 FULL_SHAPE = {"clap": (1001, 64), "fbank": (798, 128)}  # the paper's features
 NORM = {"bts": "none", "audio_clap": "none", "ast": "audioset"}
 OWN_KEYS = {"bts": {"max_text_length": 64}, "ast": {"swap_input_dims": False}}
@@ -117,13 +117,13 @@ def test_feature_shape_is_checked():
     with pytest.raises(UserError, match=r"models\.ast.*features\.fbank\.num_mel_bins"):
         build("ast", shape=(200, 64))
     with pytest.raises(UserError, match=r"models\.ast.*patch"):
-        build("ast", shape=(4, 32))
+        build("ast", shape=(4, 16))
     with pytest.raises(UserError, match="config.json: model.size: expected one of tiny, full, got 'huge'"):
         ARCHITECTURES["cnn6"].model_block(
             {"size": "huge", "pretrained": None, "input_norm": "none"}, "config.json"
         )
     with pytest.raises(UserError, match="unknown architecture 'vgg'"):
-        build_model("vgg", cfg_for("cnn6"), (200, 32))
+        build_model("vgg", cfg_for("cnn6"), (200, 16))
     with pytest.raises(UserError, match="tokenizer is required"):
         build_model("bts", cfg_for("bts"), (201, 16))
 
@@ -182,23 +182,24 @@ def test_ast_directory_loads_with_adapted_positions(tmp_path):
     from rsckd.models.ast import TINY
 
     torch.manual_seed(3)
-    source = ASTForAudioClassification(ASTConfig(**TINY, max_length=400, num_labels=527))  # 4 x 50 grid
+    f = (TINY["num_mel_bins"] - TINY["patch_size"]) // TINY["frequency_stride"] + 1
+    source = ASTForAudioClassification(ASTConfig(**TINY, max_length=400, num_labels=527))  # f x 50 grid
     source.save_pretrained(str(tmp_path / "ast"))
     ref = {k.removeprefix("audio_spectrogram_transformer."): v for k, v in source.state_dict().items()}
     for swap in (False, True):
         model, _, _ = build(
             "ast", pretrained=str(tmp_path / "ast"), swap_input_dims=swap
-        )  # 200 frames: 4 x 25
+        )  # 200 frames: f x 25
         state = model.ast.state_dict()
         for key, value in state.items():
             if key != "embeddings.position_embeddings":
                 assert torch.equal(value, ref[key]), key
         pos = ref["embeddings.position_embeddings"]
-        expected = adapt_position_embedding(pos, (4, 50), (4, 25), swap)
+        expected = adapt_position_embedding(pos, (f, 50), (f, 25), swap)
         assert torch.equal(state["embeddings.position_embeddings"], expected)
-    grid = pos[0, 2:].reshape(4, 50, -1)
+    grid = pos[0, 2:].reshape(f, 50, -1)
     torch.testing.assert_close(state["embeddings.position_embeddings"][0, :2], pos[0, :2])
-    unswapped = adapt_position_embedding(pos, (4, 50), (4, 25))[0, 2:].reshape(4, 25, -1)
+    unswapped = adapt_position_embedding(pos, (f, 50), (f, 25))[0, 2:].reshape(f, 25, -1)
     assert torch.equal(unswapped, grid[:, 12:37])  # centre crop of the time axis, as the original AST
 
 

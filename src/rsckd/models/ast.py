@@ -31,7 +31,7 @@ from rsckd.models.pretrained import hf_config, hf_load, load_strict
 
 FULL: dict[str, Any] = dict(num_mel_bins=128, patch_size=16, frequency_stride=10, time_stride=10)
 TINY: dict[str, Any] = dict(
-    num_mel_bins=32,
+    num_mel_bins=16,
     patch_size=8,
     frequency_stride=8,
     time_stride=8,
