@@ -27,7 +27,7 @@ from run_fixtures import cycle_table, learnable_features
 
 REPO = Path(__file__).resolve().parents[1]
 N_FIT, N_VAL, N_TEST = 72, 24, 48
-SHAPES = {"clap": (24, 16), "fbank": (32, 32)}  # (T, F) of the tiny models' feature kinds
+SHAPES = {"clap": (24, 16), "fbank": (32, 16)}  # (T, F) of the tiny models' feature kinds
 T, F = SHAPES["clap"]
 PROMPTS = [
     "This sound was recorded from the trachea of an adult male patient, using a Meditron stethoscope.",
