@@ -6,7 +6,7 @@ import torch
 from rsckd.architectures import ARCHITECTURES
 from rsckd.errors import UserError
 from rsckd.models import build_model, build_tokenizer, count_parameters, tokenize
-from rsckd.models.ast import adapt_position_embedding
+from rsckd.models.ast import adapt_position_embedding, patch_grid
 from rsckd.models.base import normalise
 
 PROMPTS = [
@@ -182,8 +182,8 @@ def test_ast_directory_loads_with_adapted_positions(tmp_path):
     from rsckd.models.ast import TINY
 
     torch.manual_seed(3)
-    f = (TINY["num_mel_bins"] - TINY["patch_size"]) // TINY["frequency_stride"] + 1
     source = ASTForAudioClassification(ASTConfig(**TINY, max_length=400, num_labels=527))  # f x 50 grid
+    f = patch_grid(source.config)[0]
     source.save_pretrained(str(tmp_path / "ast"))
     ref = {k.removeprefix("audio_spectrogram_transformer."): v for k, v in source.state_dict().items()}
     for swap in (False, True):
