@@ -3,7 +3,9 @@
 As in SG-SCL, the ImageNet stem conv is replaced by a randomly initialised 1-channel conv (its pretrained
 weight is dropped, not averaged over RGB) and the 1000-class classifier by a new 4-class one; every other
 weight of the checkpoint must match by name and shape. Tiny sizes keep the family: a ResNet18 with 1/8 of the
-channels and timm's minimal EfficientNet (``test_efficientnet``, MBConv/inverted-residual blocks).
+channels and timm's minimal EfficientNet (``test_efficientnet``, MBConv/inverted-residual blocks), both at
+output stride 8 (their last stride-2 stages dilated instead): at stride 32 the default's 16 fbank bins are
+down to one row from the third stage on (README, 'What the reference does, and what this repository does').
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from rsckd.models.pretrained import load_strict, read_state_dict
 VARIANTS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
     "resnet18": {
         "full": ("resnet18", {}),
-        "tiny": ("resnet18", {"channels": (8, 16, 32, 64), "stem_width": 8}),
+        "tiny": ("resnet18", {"channels": (8, 16, 32, 64), "stem_width": 8, "output_stride": 8}),
     },
     "efficientnet_b0": {
         "full": ("efficientnet_b0", {}),
-        "tiny": ("test_efficientnet", {}),
+        "tiny": ("test_efficientnet", {"output_stride": 8}),
     },
 }
 
