@@ -17,7 +17,7 @@ import pytest
 
 from repo_copy import ROOT, run
 from rsckd.errors import UserError
-from rsckd.parallel import GpuDeal, downstream_counts, job_settings
+from rsckd.parallel import GpuDeal, downstream, downstream_counts, job_settings
 
 STAGE_SCRIPT = """\
 import json, sys, time
@@ -269,7 +269,13 @@ def test_items_that_unblock_more_of_the_graph_come_first():
         "table2": [],
         "report": ["table2"],
     }
-    assert downstream_counts(items) == {"teacher": 2, "ensemble": 1, "student": 0, "table2": 1, "report": 0}
+    assert downstream_counts(downstream(items)) == {
+        "teacher": 2,
+        "ensemble": 1,
+        "student": 0,
+        "table2": 1,
+        "report": 0,
+    }
 
 
 def test_gpus_are_dealt_round_robin_over_the_workers_of_a_machine_or_a_job(monkeypatch):

@@ -306,10 +306,11 @@ def downstream(items: dict[str, list[str]]) -> dict[str, set[str]]:
     return {item: nx.descendants(graph, item) for item in items}
 
 
-def downstream_counts(items: dict[str, list[str]]) -> dict[str, int]:
-    """How many items wait, directly or not, on each item: among ready items the one that unblocks the most
-    starts first (the teachers before a Table 2 run that only the report waits for)."""
-    return {item: len(after) for item, after in downstream(items).items()}
+def downstream_counts(after: dict[str, set[str]]) -> dict[str, int]:
+    """How many items wait, directly or not, on each item (``after``: :func:`downstream`'s sets): among ready
+    items the one that unblocks the most starts first (the teachers before a Table 2 run that only the report
+    waits for)."""
+    return {item: len(later) for item, later in after.items()}
 
 
 def execute(
@@ -329,8 +330,13 @@ def execute(
     from distributed import as_completed
     from tqdm import tqdm
 
-    after, priority = downstream(items), downstream_counts(items)
+    after = downstream(items)
+    priority = downstream_counts(after)
     waiting = {item: set(upstream) for item, upstream in items.items()}
+    dependents: dict[str, list[str]] = {item: [] for item in items}  # in plan order, as ``ready`` keeps it
+    for later, upstream in items.items():
+        for up in upstream:
+            dependents[up].append(later)
     ready = [item for item, upstream in waiting.items() if not upstream]
     running = as_completed()
     outcomes = Outcomes({}, {}, {})
@@ -350,11 +356,10 @@ def execute(
                 outcomes.done[item] = info = future.result()
                 gpu = "" if info["gpu"] is None else f"gpu {info['gpu']}, "
                 bar.write(f"  ok      {item}  ({gpu}{info['seconds']:.0f} s)", file=sys.stdout)
-                for later in items:
-                    if item in waiting[later]:
-                        waiting[later].discard(item)
-                        if not waiting[later]:
-                            ready.append(later)
+                for later in dependents[item]:
+                    waiting[later].discard(item)
+                    if not waiting[later]:
+                        ready.append(later)
             else:
                 err = future.exception() if future.status == "error" else future.status  # e.g. cancelled
                 outcomes.failed[item] = why = str(err) if isinstance(err, ItemFailed) else f"{item}: {err!r}"
