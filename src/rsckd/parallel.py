@@ -334,7 +334,7 @@ def execute(
     priority = downstream_counts(after)
     waiting = {item: set(upstream) for item, upstream in items.items()}
     dependents: dict[str, list[str]] = {item: [] for item in items}  # in plan order, as ``ready`` keeps it
-    for later, upstream in items.items():
+    for later, upstream in waiting.items():
         for up in upstream:
             dependents[up].append(later)
     ready = [item for item, upstream in waiting.items() if not upstream]
