@@ -27,7 +27,7 @@ name, seconds = sys.argv[1], float(sys.argv[2])
 start = time.time()
 time.sleep(seconds)
 if Path(name + ".broken").exists():
-    sys.exit(name + ": broken on purpose")
+    sys.exit("error: " + name + ": broken on purpose")
 Path(name + ".txt").write_text(name + "\\n")
 with open("events.jsonl", "a") as events:
     events.write(json.dumps({"stage": name, "start": start, "end": time.time()}) + "\\n")
@@ -133,6 +133,8 @@ def test_a_failed_item_skips_exactly_its_downstream_and_a_rerun_runs_only_what_i
         "skipped": {"after_bad", "after_after_bad", "joined"},
     }
     assert "broken on purpose" in (project / ".cache/parallel/bad.log").read_text()
+    log = project / ".cache/parallel/bad.log"
+    assert f"bad failed (error: bad: broken on purpose; log {log})" in failed.stdout  # why, on screen
     assert set(events(project)) == {"ok_a", "ok_b"}
 
     (project / "bad.broken").unlink()

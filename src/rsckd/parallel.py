@@ -100,7 +100,14 @@ class ItemFailed(Exception):
         self.item, self.log, self.reason = item, log, reason
 
     def __str__(self) -> str:
-        return f"{self.item} failed ({self.reason or f'log {self.log}'})"
+        return f"{self.item} failed ({self.reason + '; ' if self.reason else ''}log {self.log})"
+
+
+def command_error(log: Path) -> str:
+    """The last ``error: ...`` line in an item's log: the one clear message every rsckd command gives on bad
+    input, so a failed item says why on screen ('' when the command wrote none)."""
+    errors = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("error: ")]
+    return errors[-1] if errors else ""
 
 
 @dataclass(frozen=True)
@@ -169,7 +176,7 @@ def _run_item(item: str, root: str, log_dir: str, deal: GpuDeal) -> dict[str, An
             stderr=subprocess.STDOUT,
         )
     if code != 0:
-        raise ItemFailed(item, str(log))
+        raise ItemFailed(item, str(log), command_error(log))
     return {"gpu": gpu, "seconds": time.perf_counter() - start, "log": str(log)}
 
 
