@@ -135,6 +135,7 @@ def test_a_failed_item_skips_exactly_its_downstream_and_a_rerun_runs_only_what_i
     assert "broken on purpose" in (project / ".cache/parallel/bad.log").read_text()
     log = project / ".cache/parallel/bad.log"
     assert f"bad failed (error: bad: broken on purpose; log {log})" in failed.stdout  # why, on screen
+    assert "Traceback" not in failed.stdout + failed.stderr  # the stage's own error line says it all
     assert set(events(project)) == {"ok_a", "ok_b"}
 
     (project / "bad.broken").unlink()

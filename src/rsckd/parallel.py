@@ -92,15 +92,9 @@ def plan(root: Path) -> dict[str, list[str]]:
 # ---------------------------------------------------------------- one task: one stage item on one worker slot
 
 
-class ItemFailed(Exception):
-    """A stage item's `dvc repro -s` exited non-zero (or its task could not run)."""
-
-    def __init__(self, item: str, log: str, reason: str = "") -> None:
-        super().__init__(item, log, reason)
-        self.item, self.log, self.reason = item, log, reason
-
-    def __str__(self) -> str:
-        return f"{self.item} failed ({self.reason + '; ' if self.reason else ''}log {self.log})"
+def failure(item: str, log: Path, reason: str) -> str:
+    """Why an item failed, as its summary line gives it: the reason and the log to read."""
+    return f"{item} failed ({reason + '; ' if reason else ''}log {log})"
 
 
 def command_error(log: Path) -> str:
@@ -147,17 +141,17 @@ def run_item(item: str, root: str, log_dir: str, deal: GpuDeal) -> dict[str, Any
     """Run one stage item with DVC in the checkout (runs on a worker).
 
     The worker's interpreter directory goes first on PATH, so `dvc` and the stage commands (`rsckd ...`) come
-    from the same environment on every machine. Whatever goes wrong is raised as this item's ``ItemFailed``,
-    whose message names its log."""
+    from the same environment on every machine. Whatever goes wrong comes back as ``{"failed": why}``, naming
+    the item's log; raised, it would also make Dask's worker print a traceback of this function, which says
+    nothing about the stage."""
+    log = log_path(Path(log_dir), item)
     try:
-        return _run_item(item, root, log_dir, deal)
-    except ItemFailed:
-        raise
+        return _run_item(item, root, log, deal)
     except Exception as err:
-        raise ItemFailed(item, str(log_path(Path(log_dir), item)), f"{type(err).__name__}: {err}") from None
+        return {"failed": failure(item, log, f"{type(err).__name__}: {err}")}
 
 
-def _run_item(item: str, root: str, log_dir: str, deal: GpuDeal) -> dict[str, Any]:
+def _run_item(item: str, root: str, log: Path, deal: GpuDeal) -> dict[str, Any]:
     from distributed import get_worker
 
     gpu = deal.gpu(get_worker().name)
@@ -165,7 +159,6 @@ def _run_item(item: str, root: str, log_dir: str, deal: GpuDeal) -> dict[str, An
     env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
-    log = log_path(Path(log_dir), item)
     start = time.perf_counter()
     with open(log, "w") as out:
         code = subprocess.call(
@@ -176,8 +169,8 @@ def _run_item(item: str, root: str, log_dir: str, deal: GpuDeal) -> dict[str, An
             stderr=subprocess.STDOUT,
         )
     if code != 0:
-        raise ItemFailed(item, str(log), command_error(log))
-    return {"gpu": gpu, "seconds": time.perf_counter() - start, "log": str(log)}
+        return {"failed": failure(item, log, command_error(log))}
+    return {"failed": None, "gpu": gpu, "seconds": time.perf_counter() - start, "log": str(log)}
 
 
 # ---------------------------------------------------------------- clusters
@@ -360,7 +353,12 @@ def execute(
         for future in running:
             item = future.key
             if future.status == "finished":
-                outcomes.done[item] = info = future.result()
+                info = future.result()
+            else:  # the task itself did not finish: its worker died, or it was cancelled
+                err = future.exception() if future.status == "error" else future.status
+                info = {"failed": f"{item}: {err!r}"}
+            if info["failed"] is None:
+                outcomes.done[item] = info
                 gpu = "" if info["gpu"] is None else f"gpu {info['gpu']}, "
                 bar.write(f"  ok      {item}  ({gpu}{info['seconds']:.0f} s)", file=sys.stdout)
                 for later in dependents[item]:
@@ -368,9 +366,8 @@ def execute(
                     if not waiting[later]:
                         ready.append(later)
             else:
-                err = future.exception() if future.status == "error" else future.status  # e.g. cancelled
-                outcomes.failed[item] = why = str(err) if isinstance(err, ItemFailed) else f"{item}: {err!r}"
-                bar.write(f"  FAILED  {why}", file=sys.stdout)
+                outcomes.failed[item] = info["failed"]
+                bar.write(f"  FAILED  {info['failed']}", file=sys.stdout)
                 for later in sorted(after[item] - outcomes.skipped.keys(), key=list(items).index):
                     outcomes.skipped[later] = item
                     bar.update()
