@@ -43,6 +43,7 @@ def test_default_and_paper_profiles_are_valid():
         ("distill.ks", [1, 3, 7], "distill.ks: k = 7 is larger than the number of teachers (5"),
         ("arch_table.k", 6, "arch_table.k: k = 6 is larger than the number of teachers"),
         ("teacher.seeds", [], "teacher.seeds: expected a non-empty list"),
+        ("teacher.epochs", 0, "teacher.epochs: expected an integer >= 1, got 0"),
         ("teacher.seeds", [1, 2, 2], "teacher.seeds: duplicate values 2"),
         ("distill.seeds", "1,2", "distill.seeds: expected a non-empty list"),
         ("distill.methods", ["mean", "median"], "distill.methods[1]: expected one of mean, random"),

@@ -17,7 +17,7 @@ from repo_copy import run, tracked_copy
 
 pytestmark = pytest.mark.slow
 SMALL = {
-    "teacher": {"arch": "cnn6", "seeds": [1, 2, 3]},
+    "teacher": {"arch": "cnn6", "seeds": [1, 2, 3], "epochs": 1},
     "distill": {"arch": "ast", "ks": [1, 3], "methods": ["mean"], "seeds": [1, 2]},
     "arch_table": {"archs": ["cnn6", "bts"], "methods": ["mean"], "k": 3, "seeds": [1]},
     "ablation": {"k": 3},

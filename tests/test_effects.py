@@ -50,6 +50,17 @@ def test_a_teacher_at_chance_is_reported_by_name(tmp_path):
     assert broken_effects(root) == ["teachers above chance (Score > 50): {'s3': 50.0}"]
 
 
+def test_soft_label_students_above_the_baseline_loss_are_reported(tmp_path):
+    root = copied_metrics(tmp_path)
+    runs = [json.loads(p.read_text()) for p in (root / "metrics" / "baseline").glob("s*.json")]
+    worst = max(run[run["selected"]]["loss"] for run in runs)
+    for path in (root / "metrics" / "students").glob("k5-mean-s*.json"):
+        edit_json(path, lambda run: run[run["selected"]].update(loss=worst))
+    assert [b.split(":")[0] for b in broken_effects(root)] == [
+        "k = 5 soft-label students below the baseline's test loss"
+    ]
+
+
 def write_runs(root: Path, group: str, logits: dict[str, np.ndarray]) -> None:
     for name, z in logits.items():
         (root / "models" / group / name).mkdir(parents=True)

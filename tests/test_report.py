@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from rsckd.cli import main
 from rsckd.errors import UserError
@@ -60,8 +61,11 @@ def dump(path: Path, obj: dict) -> None:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A metrics folder for the default profile with a few results deliberately missing."""
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    """A metrics folder for the default profile, swept over KS with Table 3 at k = 5, with a few results
+    deliberately missing."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["distill"]["ks"], params["ablation"]["k"] = KS, 5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     m = tmp_path / "metrics"
     for seed in (1, 2):
         dump(m / f"baseline/s{seed}.json", run_metrics(58.0 + seed, seed=seed, val=False))

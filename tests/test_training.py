@@ -258,6 +258,13 @@ def test_fbank_arch_with_specaugment_and_class_weights(ws):
     assert not (out / "tokenizer").exists()
 
 
+def test_epochs_flag_replaces_the_protocols_epochs_for_this_run_only(ws):
+    out, _, summary = _run(ws, "short", arch="cnn6", epochs=2)
+    assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [1, 2] and summary["last"]["epoch"] == 2
+    assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 2  # what the run trained under
+    assert ws.params.train["cnn6"].epochs == 3
+
+
 def test_cli_flag_errors(ws, capsys):
     base = [
         "train",
@@ -275,6 +282,8 @@ def test_cli_flag_errors(ws, capsys):
     assert "--ablation chooses" in capsys.readouterr().err
     assert cli_main([*base, "--target", "mean"]) == 2
     assert "needs --soft" in capsys.readouterr().err
+    assert cli_main([*base, "--epochs", "0"]) == 2
+    assert "--epochs: expected an integer >= 1, got 0" in capsys.readouterr().err
 
 
 def test_checkpoints_are_spaced_by_wall_time_and_keep_their_key(ws, capsys):

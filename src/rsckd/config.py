@@ -159,6 +159,7 @@ METHOD_LIST = unique_list(choice(*METHODS))
 class Teacher(Block):
     arch: ARCH
     seeds: SEEDS
+    epochs: integer(1)  # the teachers' own; train.<arch> gives the rest of the protocol (students: all of it)
 
 
 class Ensemble(Block):

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from rsckd.atomic import atomic_dir, json_bytes, save_npy, write_bytes, write_text
-from rsckd.config import Params
+from rsckd.config import Params, Train
 from rsckd.errors import UserError
 from rsckd.training.loop import RunResult
 
@@ -69,8 +69,11 @@ def write_curves(out: str | os.PathLike[str], history: list[dict[str, Any]]) -> 
         (tmp / "metrics.json").unlink()
 
 
-def run_config(arch: str, params: Params, feature_kind: str, feature_shape: tuple[int, int], **extra: Any):
-    """config.json: the blocks that define the model and its inputs, plus the run's identity (``extra``)."""
+def run_config(
+    arch: str, params: Params, train: Train, feature_kind: str, feature_shape: tuple[int, int], **extra: Any
+):
+    """config.json: the blocks that define the model and its inputs, the protocol it trained under (``train``:
+    train.<arch>, with the run's own epochs), plus the run's identity (``extra``)."""
     return {
         "arch": arch,
         "model": params.models[arch].model_dump(),
@@ -78,7 +81,7 @@ def run_config(arch: str, params: Params, feature_kind: str, feature_shape: tupl
         "features": params.features.of(feature_kind).model_dump(),
         "cycles": params.cycles.model_dump(),
         "feature_shape": list(feature_shape),
-        "train": params.train[arch].model_dump(),
+        "train": train.model_dump(),
         **extra,
     }
 

@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", choices=TARGETS, help="training target (default: hard)")
     parser.add_argument("--soft", help="teacher-logit file (k, N_train, 4) for soft targets and --ablation")
     parser.add_argument("--ablation", choices=ABLATIONS, help="Table 3 variant: sets --target itself")
+    parser.add_argument("--epochs", type=int, help="instead of train.<arch>.epochs (teacher.epochs)")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--cycles", default="data/prepared/cycles.csv")
     parser.add_argument("--features-dir", help="default: data/features/<kind of the arch>")
@@ -92,13 +93,16 @@ def train_run(
     cycles: str | os.PathLike[str] = "data/prepared/cycles.csv",
     features_dir: str | os.PathLike[str] | None = None,
     curves: str | os.PathLike[str] | None = None,
+    epochs: int | None = None,
     epoch_hook=None,
 ) -> dict[str, Any]:
-    """Run one training and write its outputs; returns the metrics dict. ``epoch_hook(epoch)`` runs after
-    every epoch's checkpoint (fault-injection tests)."""
+    """Run one training and write its outputs; returns the metrics dict. ``epochs`` replaces
+    train.<arch>.epochs; ``epoch_hook(epoch)`` runs after every epoch's checkpoint (fault-injection tests)."""
     from rsckd.data.table import load_cycles
     from rsckd.models import build_model, build_tokenizer, count_parameters, tokenize
 
+    if epochs is not None and epochs < 1:
+        raise UserError(f"--epochs: expected an integer >= 1, got {epochs}")
     target, soft_path = resolve_target(target, soft, ablation)
     spec = architecture(arch)
     kind = spec.feature_kind
@@ -118,6 +122,8 @@ def train_run(
     targets = Targets(target, labels[train_rows], soft_logits, seed, params.ablation.noise_var)
 
     model_cfg, train_cfg, runtime = params.models[arch], params.train[arch], params.runtime
+    if epochs is not None:
+        train_cfg = train_cfg.model_copy(update={"epochs": epochs})
     meta = features_dir / "meta.json"
     meta = meta if meta.is_file() else features_dir / "features.npy"  # hash the array only without its meta
     identity = {
@@ -150,7 +156,7 @@ def train_run(
     result = train(model, data, train_cfg, seed, device, checkpoints, epoch_hook, runtime.compile)
 
     config = run_config(
-        arch, params, kind, feature_shape, target=target, seed=seed, ablation=ablation, k=targets.k
+        arch, params, train_cfg, kind, feature_shape, target=target, seed=seed, ablation=ablation, k=targets.k
     )
     write_run(out, model, config, result, tokenizer)
     if curves is not None:
@@ -184,4 +190,5 @@ def run(args: argparse.Namespace) -> None:
         cycles=args.cycles,
         features_dir=args.features_dir,
         curves=args.curves,
+        epochs=args.epochs,
     )
