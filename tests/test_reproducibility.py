@@ -1,7 +1,7 @@
 """Other CPUs, imitated on this one: the committed dvc.lock must come out whatever SIMD the CPU offers.
 
 The committed outputs were made on one x86-64 machine; users and CI run on others. Each case below reruns the
-data stages and two training runs (a transformer and a CNN) in a fresh copy of the repository, with the CPU
+data stages and two training runs (a BTS baseline and a CNN6) in a fresh copy of the repository, with the CPU
 libraries told to act as a CPU with fewer vector extensions (numpy's run-time dispatch capped at x86-64-v2 or
 v3, ATen's kernels at plain or AVX2, MKL's and oneDNN's code branches, glibc's libm without FMA or AVX), with
 1 or 2 threads, and asserts that every stage's entry in dvc.lock (hence every output byte) is the committed
@@ -18,7 +18,7 @@ from repo_copy import ROOT, lock_stages, run, tracked_copy
 
 pytestmark = pytest.mark.slow
 
-STAGES = ("synthesize", "prepare", "features@clap", "features@fbank", "teacher@1", "arch_hard@cnn6-1")
+STAGES = ("synthesize", "prepare", "features@clap", "features@fbank", "baseline@1", "arch_hard@cnn6-1")
 NUMPY_V2 = "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"  # numpy 2.4's dispatch targets above its x86-64-v2 baseline
 CPUS = {
     "this-cpu-1-thread": {"OMP_NUM_THREADS": "1"},
