@@ -356,7 +356,7 @@ def execute(
                 info = future.result()
             else:  # the task itself did not finish: its worker died, or it was cancelled
                 err = future.exception() if future.status == "error" else future.status
-                info = {"failed": f"{item}: {err!r}"}
+                info = {"failed": failure(item, log_path(log_dir, item), repr(err))}
             if info["failed"] is None:
                 outcomes.done[item] = info
                 gpu = "" if info["gpu"] is None else f"gpu {info['gpu']}, "
