@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from rsckd import forkserver
 from rsckd.errors import UserError
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -41,7 +42,14 @@ def _top_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``rsckd`` entry point: runs in a fork of a warm process when there is one (rsckd.forkserver)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    code = forkserver.delegate(argv)
+    return run(argv) if code is None else code
+
+
+def run(argv: list[str]) -> int:
+    """Run ``rsckd argv`` in this process."""
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         parser = _top_parser()
         if argv and argv[0] not in ("-h", "--help"):
