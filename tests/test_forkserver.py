@@ -1,0 +1,79 @@
+"""rsckd.forkserver: commands forked from a warm server behave as in their own process.
+
+The whole default DAG runs through it in test_pipeline.py (byte-identical outputs); here the command side's
+contract: exit status, streams, working directory, fallbacks, and a server that ends with its parent.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from repo_copy import ROOT
+from rsckd import forkserver
+
+
+@pytest.fixture(scope="module")
+def server():
+    started = forkserver.start()
+    assert started is not None
+    path, process = started
+    yield path
+    process.kill()
+    process.wait()
+    Path(path).unlink()
+    Path(path).parent.rmdir()
+
+
+def test_a_command_runs_in_a_fork_with_the_callers_directory_and_streams(
+    server, tmp_path, monkeypatch, capfd
+):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(forkserver.ENV, server)
+    monkeypatch.delenv("RSCKD_LAUNCH", raising=False)
+
+    assert forkserver.delegate(["check-params", "--params", "params.yaml"]) == 0  # None: it ran here
+    assert capfd.readouterr().out == "params.yaml: ok (5 teachers, k in [3, 5])\n"
+
+
+def test_a_failing_command_gives_its_error_and_status(server, tmp_path, monkeypatch, capfd):
+    (tmp_path / "params.yaml").write_text("teacher: {epochs: forty}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(forkserver.ENV, server)
+    monkeypatch.delenv("RSCKD_LAUNCH", raising=False)
+
+    assert forkserver.delegate(["check-params", "--params", "params.yaml"]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("error: params.yaml") and "Traceback" not in err
+    assert forkserver.delegate(["train", "--no-such-flag"]) == 2  # argparse's own exit
+    assert "the following arguments are required: --arch" in capfd.readouterr().err
+
+
+def test_the_command_runs_here_without_a_reachable_server_or_with_a_launch_prefix(
+    server, tmp_path, monkeypatch
+):
+    monkeypatch.delenv(forkserver.ENV, raising=False)
+    assert forkserver.delegate(["check-params"]) is None
+    monkeypatch.setenv(forkserver.ENV, str(tmp_path / "no-socket"))
+    assert forkserver.delegate(["check-params"]) is None
+    monkeypatch.setenv(forkserver.ENV, server)
+    monkeypatch.setenv("RSCKD_LAUNCH", "srun --gres=gpu:1")
+    assert forkserver.delegate(["check-params"]) is None
+
+
+def test_the_server_ends_with_the_process_that_started_it():
+    starter = "from rsckd import forkserver; print(forkserver.start()[0])"
+    path = Path(
+        subprocess.run(
+            [sys.executable, "-c", starter], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
+    deadline = time.monotonic() + 30
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not path.exists() and not path.parent.exists()
