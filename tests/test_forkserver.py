@@ -19,9 +19,10 @@ from rsckd import forkserver
 
 @pytest.fixture(scope="module")
 def server():
-    started = forkserver.start()
-    assert started is not None
-    path, process = started
+    path, process = forkserver.start()
+    deadline = time.monotonic() + 120
+    while not Path(path).exists() and time.monotonic() < deadline:  # it listens once it has imported
+        time.sleep(0.2)
     yield path
     process.kill()
     process.wait()
@@ -67,13 +68,10 @@ def test_the_command_runs_here_without_a_reachable_server_or_with_a_launch_prefi
 
 
 def test_the_server_ends_with_the_process_that_started_it():
-    starter = "from rsckd import forkserver; print(forkserver.start()[0])"
-    path = Path(
-        subprocess.run(
-            [sys.executable, "-c", starter], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    )
-    deadline = time.monotonic() + 30
-    while path.exists() and time.monotonic() < deadline:
+    code = "from rsckd import forkserver; print(forkserver.start()[0])"
+    starter = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, check=True)
+    path = Path(starter.stdout.strip())
+    deadline = time.monotonic() + 120
+    while path.parent.exists() and time.monotonic() < deadline:  # it imports, sees its parent gone, cleans up
         time.sleep(0.2)
     assert not path.exists() and not path.parent.exists()

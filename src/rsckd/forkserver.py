@@ -29,7 +29,6 @@ import traceback
 from pathlib import Path
 
 ENV = "RSCKD_FORKSERVER"
-READY = b"ready\n"
 STREAMS = (0, 1, 2)
 
 
@@ -87,17 +86,15 @@ def _forward(pid: int, signum: int) -> None:
 # ---------------------------------------------------------------- the server's side
 
 
-def serve(path: str) -> None:
-    """Import, listen on ``path``, say ready on stdout, then fork one child per connection until the process
-    that started the server has gone."""
+def serve(path: str, parent: int) -> None:
+    """Import, listen on ``path``, then fork one child per connection until ``parent`` (the process that
+    started the server) has gone."""
     preload()
-    parent = os.getppid()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
-        server.bind(path)
+        server.bind(path + ".new")
         server.listen()
+        os.rename(path + ".new", path)  # the socket appears only once it accepts connections
         server.settimeout(1.0)
-        os.write(1, READY)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nobody reads the pipe after the ready line
         try:
             while os.getppid() == parent:
                 _reap()
@@ -175,17 +172,14 @@ def _stop_when_gone(conn: socket.socket) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def start(python: str = sys.executable) -> tuple[str, subprocess.Popen] | None:
-    """Start a server (in a new temporary directory) and wait until it is ready: (socket path, process), or
-    None when it failed to start (its error is on stderr; commands then run in their own processes)."""
+def start(python: str = sys.executable) -> tuple[str, subprocess.Popen]:
+    """Start a server in a new temporary directory: (its socket path, its process). Its socket appears once
+    it has imported everything; commands that come earlier, or find it failed (its error is on stderr), run in
+    their own processes."""
     path = str(Path(tempfile.mkdtemp(prefix="rsckd-forkserver-")) / "socket")
-    process = subprocess.Popen([python, "-m", "rsckd.forkserver", path], stdout=subprocess.PIPE)
-    if process.stdout.readline() != READY:
-        process.wait()
-        return None
-    process.stdout.close()
-    return path, process
+    command = [python, "-m", "rsckd.forkserver", path, str(os.getpid())]
+    return path, subprocess.Popen(command, stdout=subprocess.DEVNULL)
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(sys.argv[1], int(sys.argv[2]))

@@ -152,15 +152,14 @@ def run_item(item: str, root: str, log_dir: str, deal: GpuDeal) -> dict[str, Any
         return {"failed": failure(item, log, f"{type(err).__name__}: {err}")}
 
 
-_SERVERS: dict[int, tuple[str, Any] | None] = {}  # worker process id -> its fork server (socket, process)
+_SERVERS: dict[int, tuple[str, Any]] = {}  # worker process id -> its fork server (socket, process)
 
 
-def worker_forkserver() -> str | None:
-    """The socket of this worker's fork server, started with its first item (None if it did not start)."""
+def worker_forkserver() -> str:
+    """The socket of this worker's fork server, started with its first item."""
     if os.getpid() not in _SERVERS:
         _SERVERS[os.getpid()] = forkserver.start()
-    server = _SERVERS[os.getpid()]
-    return None if server is None else server[0]
+    return _SERVERS[os.getpid()][0]
 
 
 def _run_item(item: str, root: str, log: Path, deal: GpuDeal) -> dict[str, Any]:
@@ -169,9 +168,7 @@ def _run_item(item: str, root: str, log: Path, deal: GpuDeal) -> dict[str, Any]:
     gpu = deal.gpu(get_worker().name)
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
-    server = worker_forkserver()
-    if server is not None:
-        env[forkserver.ENV] = server
+    env[forkserver.ENV] = worker_forkserver()
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     start = time.perf_counter()
