@@ -2,11 +2,12 @@
 
 From the committed metrics files (``broken_effects``): every teacher above chance, the ensemble of all
 teachers below both the mean teacher's and one teacher's test loss, and the soft-label students of the largest
-k (mean teacher) below the k = 0 baseline's mean test loss. From the DVC-cached test logits of a run
-(``broken_distillation``): those students predict closer to the ensemble than the baseline does. An ensemble
-of one teacher breaks the ensemble effects; soft labels replaced by the ensemble's one-hot argmax break
-neither student effect in the default (those students, too, land nearer the ensemble than the class-weighted
-baseline, README 'What the default shows'), so test_targets guards the soft-label rule itself.
+k (mean teacher) below the k = 0 baseline's mean test loss. From the DVC-cached outputs of a run
+(``broken_distillation``): those students predict closer to the ensemble than the baseline does, and the
+targets they trained on (the entropy each run records) are the softmax of the mean logits of their soft-label
+file. An ensemble of one teacher breaks the ensemble effects; soft labels replaced by the ensemble's one-hot
+argmax break the second check only (those students, too, land nearer the ensemble than the class-weighted
+baseline, README 'What the default shows').
 
 The effects compare test cross-entropies: on a few hundred test cycles one run's Score moves by points
 between seeds, while the loss averages over every cycle. Any classifier that ignores its input scores at most
@@ -21,6 +22,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from rsckd.training.targets import softmax
 
@@ -86,11 +88,36 @@ def broken_distillation(root: Path) -> list[str]:
         ]
         return float(np.mean(kls))
 
+    broken = []
     k, students = _largest_k_mean_students(sorted((models / "students").glob("k*-mean-s*")))
     soft = mean_kl(students)
     baseline = mean_kl(sorted((models / "baseline").glob("s*")))
     if not soft < baseline:
-        return [
+        broken.append(
             f"k = {k} soft-label students nearer the ensemble than the baseline (KL): {soft} vs {baseline}"
-        ]
-    return []
+        )
+    expected = _mean_teacher_entropy(root, k)
+    trained = {p.stem: json.loads(p.read_text())["target_entropy"] for p in _metrics_of(root, students)}
+    if not all(abs(h - expected) < ENTROPY_TOLERANCE for h in trained.values()):
+        broken.append(
+            f"k = {k} students trained on the softmax of the mean teacher logits (target entropy "
+            f"{expected:.6f} nats): {trained}"
+        )
+    return broken
+
+
+ENTROPY_TOLERANCE = 2e-6  # the metrics files round to 6 decimals
+
+
+def _metrics_of(root: Path, run_dirs: list[Path]) -> list[Path]:
+    return [root / "metrics" / run.parent.name / f"{run.name}.json" for run in run_dirs]
+
+
+def _mean_teacher_entropy(root: Path, k: int) -> float:
+    """Mean entropy of softmax(mean of the k teachers' logits) over the rows the students fit (train split,
+    less the validation patients), from the k-teacher soft-label file the students read."""
+    table = pd.read_csv(root / "data" / "prepared" / "cycles.csv", usecols=["split", "subset"])
+    fit = (table.loc[table["split"] == "train", "subset"] == "train").to_numpy()
+    logits = np.load(root / "data" / "soft_labels" / f"k{k}.npy")
+    p = _probabilities(logits.mean(axis=0))[fit]
+    return float(-(p * np.log(p)).sum(axis=-1).mean())

@@ -20,9 +20,8 @@ pytestmark = pytest.mark.slow
 
 STAGES = ("synthesize", "prepare", "features@clap", "features@fbank", "baseline@1", "arch_hard@cnn6-1")
 NUMPY_V2 = "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"  # numpy 2.4's dispatch targets above its x86-64-v2 baseline
-CPUS = {
-    "this-cpu-1-thread": {"OMP_NUM_THREADS": "1"},
-    "x86-64-v2": {
+CPUS = {  # this CPU with its own thread count is the default DAG of test_pipeline.py
+    "x86-64-v2-2-threads": {
         "NPY_DISABLE_CPU_FEATURES": NUMPY_V2,
         "ATEN_CPU_CAPABILITY": "default",
         "MKL_CBWR": "COMPATIBLE",
@@ -30,13 +29,13 @@ CPUS = {
         "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2,-FMA,-AVX512F,-AVX",
         "OMP_NUM_THREADS": "2",
     },
-    "x86-64-v3": {
+    "x86-64-v3-1-thread": {
         "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
         "ATEN_CPU_CAPABILITY": "avx2",
         "MKL_CBWR": "AVX2",
         "ONEDNN_MAX_CPU_ISA": "AVX2",
         "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX512F",
-        "OMP_NUM_THREADS": "2",
+        "OMP_NUM_THREADS": "1",
     },
 }
 

@@ -51,6 +51,20 @@ def test_mean_teacher_is_softmax_of_mean_logits(soft, labels):
     np.testing.assert_array_equal(t.for_epoch(1), t.for_epoch(5))
 
 
+def test_recorded_entropy_is_that_of_the_first_epochs_targets_on_the_rows_taken(soft, labels):
+    rows = np.arange(0, 40, 3)
+    p = softmax(soft.mean(axis=0))[rows].astype(np.float64)
+    expected = -(p * np.log(p)).sum(axis=1).mean()
+    assert Targets("mean", labels, soft).take(rows).entropy() == pytest.approx(expected, rel=1e-6)
+    assert 0 < expected < np.log(4)
+    random = Targets("random", labels, soft, seed=7)
+    q = random.for_epoch(1).astype(np.float64)
+    assert random.entropy() == pytest.approx(-(q * np.log(q)).sum(axis=1).mean(), rel=1e-6)
+    assert Targets("hard", labels).entropy() == 0.0
+    assert Targets("noise_var", labels).entropy() is None  # one-hot plus noise is no distribution
+    assert Targets("raw_logits", labels, soft).entropy() is None
+
+
 def test_random_teacher_redrawn_every_epoch_and_reproducible(soft, labels):
     t = Targets("random", labels, soft, seed=7)
     e1, e2 = t.for_epoch(1), t.for_epoch(2)

@@ -110,7 +110,7 @@ def test_run_writes_the_contract_outputs(ws):
     assert history["val_score"].notna().all()
     data = json.loads(metrics.read_text())
     assert data["arch"] == "bts" and data["target"] == "hard" and data["k"] is None and data["seed"] == 1
-    assert data["selected"] == "literature" and data["n_params"] > 0
+    assert data["selected"] == "literature" and data["n_params"] > 0 and data["target_entropy"] == 0.0
     assert set(data["literature"]) == {"epoch", "sp", "se", "score", "loss", "qualified"}
     assert data["last"]["epoch"] == 3 and set(data["val"]) == {
         "epoch",
@@ -222,14 +222,14 @@ def test_soft_targets_and_ablation(ws):
         arch_cfg.epochs = 1
     soft = _write_soft(ws, "k3.npy", 3)
     _, metrics, summary = _run(ws, "random", target="random", soft=str(soft))
-    assert summary["target"] == "random" and summary["k"] == 3
+    assert summary["target"] == "random" and summary["k"] == 3 and 0 < summary["target_entropy"] < np.log(4)
     assert json.loads(metrics.read_text())["k"] == 3
     single = _write_soft(ws, "single_teacher.npy", 1)
     _, _, summary = _run(ws, "single", ablation="single_teacher", soft=str(single))
     assert (summary["target"], summary["k"], summary["ablation"]) == ("mean", 1, "single_teacher")
     no_teacher = _write_soft(ws, "noise_var.npy", 0)
     _, _, summary = _run(ws, "noise", ablation="noise_var", soft=str(no_teacher))
-    assert (summary["target"], summary["k"]) == ("noise_var", None)
+    assert (summary["target"], summary["k"], summary["target_entropy"]) == ("noise_var", None, None)
     five = _write_soft(ws, "k5.npy", 5)
     for variant in ("noise_teacher_var", "raw_logits"):
         _, _, summary = _run(ws, variant, ablation=variant, soft=str(five))
@@ -431,10 +431,12 @@ COMPILED_RTOL = 1e-5  # measured: below 3e-7 (float32 rounding)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["bts", "audio_clap", "ast"])
+@pytest.mark.parametrize("arch", ["audio_clap", "ast"])
 def test_compiled_step_gives_the_eager_losses(arch, one_thread, fresh_dynamo):
     """Inductor's training step against the eager one over 3 steps (inductor draws its random numbers as
-    eager does, so the dropout masks match)."""
+    eager does, so the dropout masks match). BTS's step is Audio-CLAP's HTSAT step with a RoBERTa text tower
+    beside it; that it compiles whole is checked above, and compiling it for this comparison would add 2.5
+    minutes of CPU to every CI run."""
     losses = {}
     for mode in ("off", "default"):
         step, cycles, rows, targets, cfg = _epoch_inputs(arch, compile_mode=mode)

@@ -168,6 +168,7 @@ def train_run(
         "seed": seed,
         "k": targets.k,
         "n_params": count_parameters(model),
+        "target_entropy": data.fit.targets.entropy(),
         "selected": train_cfg.select,
         **result.selection,
     }

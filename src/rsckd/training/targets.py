@@ -129,6 +129,17 @@ class Targets:
         targets = self._every_train_row(epoch)
         return targets if self.rows is None else targets[self.rows]
 
+    def entropy(self) -> float | None:
+        """Mean entropy (nats) of the first epoch's targets over the rows taken: 0 for hard labels, None
+        where the targets are no distributions (noised one-hot, raw logits). Recorded with each run, so the
+        end-to-end checks see what a run trained on, not only what its soft-label file held."""
+        if self.hard:
+            return 0.0
+        if self.kind not in ("mean", "random"):
+            return None
+        p = self.for_epoch(1).astype(np.float64)
+        return float(-(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=-1).mean())
+
     def _every_train_row(self, epoch: int) -> np.ndarray:
         if self.hard:
             return self.labels
