@@ -109,6 +109,12 @@ def broken_distillation(root: Path) -> list[str]:
 ENTROPY_TOLERANCE = 2e-6  # the metrics files round to 6 decimals
 
 
+def mean_entropy(p: np.ndarray) -> float:
+    """Mean entropy (nats, in float64) of the rows of an (n, 4) array of distributions."""
+    p = p.astype(np.float64)
+    return float(-(p * np.log(p)).sum(axis=-1).mean())
+
+
 def _metrics_of(root: Path, run_dirs: list[Path]) -> list[Path]:
     return [root / "metrics" / run.parent.name / f"{run.name}.json" for run in run_dirs]
 
@@ -119,5 +125,4 @@ def _mean_teacher_entropy(root: Path, k: int) -> float:
     table = pd.read_csv(root / "data" / "prepared" / "cycles.csv", usecols=["split", "subset"])
     fit = (table.loc[table["split"] == "train", "subset"] == "train").to_numpy()
     logits = np.load(root / "data" / "soft_labels" / f"k{k}.npy")
-    p = _probabilities(logits.mean(axis=0))[fit]
-    return float(-(p * np.log(p)).sum(axis=-1).mean())
+    return mean_entropy(softmax(logits.mean(axis=0))[fit])

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from paper_effects import broken_distillation, broken_effects
+from paper_effects import broken_distillation, broken_effects, mean_entropy
 from repo_copy import ROOT
 from rsckd.training.targets import softmax
 
@@ -81,8 +81,7 @@ def write_soft_labels(root: Path, k: int, rng: np.random.Generator) -> float:
     pd.DataFrame({"split": split, "subset": subset}).to_csv(root / "data/prepared/cycles.csv", index=False)
     logits = rng.normal(size=(k, 60, 4)).astype(np.float32)
     np.save(root / "data" / "soft_labels" / f"k{k}.npy", logits)
-    p = softmax(logits.mean(axis=0))[:48].astype(np.float64)
-    return float(-(p * np.log(p)).sum(axis=1).mean())
+    return mean_entropy(softmax(logits.mean(axis=0))[:48])
 
 
 def test_students_on_one_hot_labels_break_the_distillation_checks(tmp_path):
