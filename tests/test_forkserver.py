@@ -20,9 +20,7 @@ from rsckd import forkserver
 @pytest.fixture(scope="module")
 def server():
     path, process = forkserver.start()
-    deadline = time.monotonic() + 120
-    while not Path(path).exists() and time.monotonic() < deadline:  # it listens once it has imported
-        time.sleep(0.2)
+    assert forkserver.wait_ready(path, process)  # it listens once it has imported
     yield path
     process.kill()
     process.wait()
@@ -75,3 +73,10 @@ def test_the_server_ends_with_the_process_that_started_it():
     while path.parent.exists() and time.monotonic() < deadline:  # it imports, sees its parent gone, cleans up
         time.sleep(0.2)
     assert not path.exists() and not path.parent.exists()
+
+
+def test_waiting_for_a_server_that_failed_returns_at_once(tmp_path):
+    failed = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    started = time.monotonic()
+    assert not forkserver.wait_ready(str(tmp_path / "socket"), failed, timeout=60)
+    assert time.monotonic() - started < 30

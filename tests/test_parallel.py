@@ -234,6 +234,28 @@ def test_an_item_runs_with_the_callers_environment_not_the_dask_nannys(tmp_path)
     }
 
 
+def test_every_item_finds_its_workers_fork_server_already_listening(tmp_path):
+    """The first item on each worker too: it waits for the server rather than importing torch beside it."""
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "record.py").write_text(
+        "import json, os, sys\n"
+        "socket = os.environ['RSCKD_FORKSERVER']\n"
+        "json.dump({'listening': os.path.exists(socket)}, open(sys.argv[1] + '.json', 'w'))\n"
+    )
+    stages = {
+        name: {"cmd": f"python record.py {name}", "deps": ["record.py"], "outs": [f"{name}.json"]}
+        for name in ("first", "second")
+    }
+    (project / "dvc.yaml").write_text(json.dumps({"stages": stages}))
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+        run(cmd, project)
+    done = rsckd_parallel(project, "--workers", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in stages:
+        assert json.loads((project / f"{name}.json").read_text()) == {"listening": True}
+
+
 @pytest.mark.parametrize(
     "changes, flags, message",
     [

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -179,6 +180,19 @@ def start(python: str = sys.executable) -> tuple[str, subprocess.Popen]:
     path = str(Path(tempfile.mkdtemp(prefix="rsckd-forkserver-")) / "socket")
     command = [python, "-m", "rsckd.forkserver", path, str(os.getpid())]
     return path, subprocess.Popen(command, stdout=subprocess.DEVNULL)
+
+
+def wait_ready(path: str, process: subprocess.Popen, timeout: float = 120.0) -> bool:
+    """Wait until the server listens (True) or has failed or is still importing after ``timeout`` (False).
+
+    A command that comes earlier would import the same libraries in its own process, alongside the server's
+    imports on the same cores; waiting costs it nothing and spares the machine that work."""
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 if __name__ == "__main__":

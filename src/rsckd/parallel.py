@@ -155,11 +155,23 @@ def run_item(item: str, root: str, log_dir: str, deal: GpuDeal) -> dict[str, Any
 _SERVERS: dict[int, tuple[str, Any]] = {}  # worker process id -> its fork server (socket, process)
 
 
-def worker_forkserver() -> str:
-    """The socket of this worker's fork server, started with its first item."""
+def worker_forkserver(wait: bool = False) -> str:
+    """The socket of this worker's fork server, started by ``start_forkservers`` or with its first item;
+    ``wait``: once it listens (or has failed: the command then runs in its own process)."""
     if os.getpid() not in _SERVERS:
         _SERVERS[os.getpid()] = forkserver.start()
-    return _SERVERS[os.getpid()][0]
+    path, process = _SERVERS[os.getpid()]
+    if wait:
+        forkserver.wait_ready(path, process)
+    return path
+
+
+def start_forkservers(client: Any) -> None:
+    """Start every worker's fork server now, while the cores are free, rather than with each worker's first
+    item: the first items of the DAG (synthesize, prepare, features) are short and on the way to everything
+    else, and a server starting beside them (8 s of imports) tripled their time. Workers that join later
+    (batch jobs) start theirs with their first item."""
+    client.run(worker_forkserver)
 
 
 def _run_item(item: str, root: str, log: Path, deal: GpuDeal) -> dict[str, Any]:
@@ -168,7 +180,7 @@ def _run_item(item: str, root: str, log: Path, deal: GpuDeal) -> dict[str, Any]:
     gpu = deal.gpu(get_worker().name)
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
-    env[forkserver.ENV] = worker_forkserver()
+    env[forkserver.ENV] = worker_forkserver(wait=True)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     start = time.perf_counter()
@@ -488,6 +500,7 @@ def run(args: argparse.Namespace) -> None:
             cluster, deal, slots = start_cluster(args, settings, root)
             with cluster, Client(cluster) as client:
                 print(f"dask dashboard: {dashboard(client)}", flush=True)
+                start_forkservers(client)
                 outcomes = execute(client, items, root, log_dir, deal, slots)
         print(outcomes.summary(), flush=True)
         if outcomes.failed:
