@@ -20,17 +20,19 @@ from rsckd.errors import UserError
 from rsckd.parallel import GpuDeal, downstream, downstream_counts, job_settings
 
 STAGE_SCRIPT = """\
-import json, sys, time
+import json, os, sys, time
 from pathlib import Path
 
 name, seconds = sys.argv[1], float(sys.argv[2])
 start = time.time()
+listening = os.path.exists(os.environ.get("RSCKD_FORKSERVER", ""))
 time.sleep(seconds)
 if Path(name + ".broken").exists():
     sys.exit("error: " + name + ": broken on purpose")
 Path(name + ".txt").write_text(name + "\\n")
 with open("events.jsonl", "a") as events:
-    events.write(json.dumps({"stage": name, "start": start, "end": time.time()}) + "\\n")
+    event = {"stage": name, "start": start, "end": time.time(), "listening": listening}
+    events.write(json.dumps(event) + "\\n")
 """
 
 
@@ -110,6 +112,8 @@ def test_a_stage_starts_when_its_own_upstream_is_done_not_its_layer(tmp_path):
     assert runs["after_fast"]["start"] < runs["slow"]["end"]
     assert runs["slow"]["start"] < runs["fast"]["end"]  # two workers: the two roots overlap
     assert runs["last"]["start"] > max(runs["slow"]["end"], runs["after_fast"]["end"])
+    # the first item on each worker too found its fork server listening: it never imports torch beside it
+    assert all(only["listening"] for only in runs.values())
     assert "Running stage" not in run(["dvc", "repro"], project)
 
 
@@ -232,28 +236,6 @@ def test_an_item_runs_with_the_callers_environment_not_the_dask_nannys(tmp_path)
         "MALLOC_TRIM_THRESHOLD_": None,
         "OMP_NUM_THREADS": "3",
     }
-
-
-def test_every_item_finds_its_workers_fork_server_already_listening(tmp_path):
-    """The first item on each worker too: it waits for the server rather than importing torch beside it."""
-    project = tmp_path / "p"
-    project.mkdir()
-    (project / "record.py").write_text(
-        "import json, os, sys\n"
-        "socket = os.environ['RSCKD_FORKSERVER']\n"
-        "json.dump({'listening': os.path.exists(socket)}, open(sys.argv[1] + '.json', 'w'))\n"
-    )
-    stages = {
-        name: {"cmd": f"python record.py {name}", "deps": ["record.py"], "outs": [f"{name}.json"]}
-        for name in ("first", "second")
-    }
-    (project / "dvc.yaml").write_text(json.dumps({"stages": stages}))
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
-        run(cmd, project)
-    done = rsckd_parallel(project, "--workers", "2")
-    assert done.returncode == 0, done.stdout + done.stderr
-    for name in stages:
-        assert json.loads((project / f"{name}.json").read_text()) == {"listening": True}
 
 
 @pytest.mark.parametrize(
