@@ -185,8 +185,8 @@ def start(python: str = sys.executable) -> tuple[str, subprocess.Popen]:
 def wait_ready(path: str, process: subprocess.Popen, timeout: float = 120.0) -> bool:
     """Wait until the server listens (True) or has failed or is still importing after ``timeout`` (False).
 
-    A command that comes earlier would import the same libraries in its own process, alongside the server's
-    imports on the same cores; waiting costs it nothing and spares the machine that work."""
+    A command that came earlier would spend that time importing the same libraries in its own process, on the
+    cores the server's imports use too; waiting loses it nothing and spares the machine that work."""
     deadline = time.monotonic() + timeout
     while not Path(path).exists():
         if process.poll() is not None or time.monotonic() > deadline:
