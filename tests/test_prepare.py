@@ -12,9 +12,9 @@ import yaml
 from icbhi_fixtures import RECORDINGS, make_icbhi
 from rsckd.cli import main
 from rsckd.data.icbhi import data_block, read_dataset
-from rsckd.data.prepare import prepare
+from rsckd.data.prepare import carve_validation, cycle_rows, prepare
 from rsckd.data.summary import summarize
-from rsckd.data.table import CYCLE_COLUMNS, carve_validation, cycle_rows, load_cycles
+from rsckd.data.table import CYCLE_COLUMNS, load_cycles
 from rsckd.errors import UserError
 
 

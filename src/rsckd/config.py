@@ -15,21 +15,13 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BeforeValidator, create_model, model_validator
 
+from rsckd.ablations import ABLATIONS
 from rsckd.architectures import ARCHITECTURES, ModelBlock
 from rsckd.errors import UserError
 from rsckd.schema import BOOLEAN, TEXT, Block, choice, fail, integer, number, unique_list, validated
 
 METHODS = ("mean", "random")
 TARGETS = ("hard", "mean", "random", "noise_var", "noise_teacher_var", "raw_logits")
-# Table 3 variant -> (its training target, the teachers its soft-label file holds: none, the first one, the
-# first ablation.k, or the ablation.k best by ensemble.curate_by). `rsckd ensemble` writes the file.
-ABLATIONS = {
-    "noise_var": ("noise_var", "none"),
-    "noise_teacher_var": ("noise_teacher_var", "first k"),
-    "single_teacher": ("mean", "first 1"),
-    "curated": ("mean", "curated k"),
-    "raw_logits": ("raw_logits", "first k"),
-}
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from rsckd.atomic import json_bytes
 from rsckd.config import Data
 from rsckd.data.icbhi import DATA_DEFAULTS, Dataset, data_block, read_dataset
-from rsckd.data.table import LABEL_NAMES, cycle_rows
+from rsckd.data.table import LABEL_NAMES
 
 
 def _class_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -102,6 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def summarize_root(data: Data) -> dict[str, Any]:
     """:func:`summarize` of the dataset a ``data`` block points at."""
+    from rsckd.data.prepare import cycle_rows  # prepare imports this module for its summary.json
+
     dataset = read_dataset(data)
     return summarize(dataset, cycle_rows(dataset, data.val_fraction, data.val_seed))
 

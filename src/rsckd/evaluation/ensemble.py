@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from rsckd.ablations import ABLATIONS
 from rsckd.atomic import atomic_dir, save_npy, write_json, write_text
-from rsckd.config import ABLATIONS, Params, load_params
+from rsckd.config import Params, load_params
 from rsckd.data.table import load_cycles
 from rsckd.errors import UserError
 from rsckd.evaluation.icbhi_score import scores_from_logits
@@ -59,7 +60,7 @@ def soft_label_ks(params: Params) -> list[int]:
 
 
 def ablation_teachers(variant: str, seeds: list[int], k: int, curated: list[int]) -> list[int]:
-    """The teachers (seeds, in file order) whose logits a Table 3 variant reads (config.ABLATIONS)."""
+    """The teachers (seeds, in file order) whose logits a Table 3 variant reads (rsckd.ablations)."""
     teachers = {"none": [], "first 1": seeds[:1], "first k": seeds[:k], "curated k": curated}
     return teachers[ABLATIONS[variant][1]]
 

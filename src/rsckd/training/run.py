@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from rsckd.ablations import ABLATIONS
 from rsckd.architectures import ARCHITECTURES, architecture
 from rsckd.atomic import file_digest, write_json
-from rsckd.config import ABLATIONS, Params, load_params
+from rsckd.config import Params, load_params
 from rsckd.errors import UserError
 from rsckd.training.artifacts import run_config, write_curves, write_run
 from rsckd.training.loop import pick_device, seed_everything, slice_sets, train
