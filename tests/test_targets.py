@@ -143,3 +143,18 @@ def test_loss_hard_and_soft():
     torch.testing.assert_close(target_loss(logits, onehot), F.cross_entropy(logits, y))
     p = torch.softmax(torch.randn(6, 4), dim=1)
     torch.testing.assert_close(target_loss(logits, p), F.cross_entropy(logits, p))
+
+
+def test_class_weights_weight_every_target_kind_by_the_labelled_class():
+    """One-hot rows weighted by their class give the class-weighted cross-entropy of the labels, so a
+    class-weighted soft-label run differs from its hard-label baseline in the targets alone."""
+    logits = torch.randn(6, 4)
+    y = torch.tensor([0, 1, 2, 3, 0, 0])
+    w = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    onehot = F.one_hot(y, 4).float()
+    weighted = F.cross_entropy(logits, y, weight=w)
+    torch.testing.assert_close(target_loss(logits, onehot, row_weight=w[y]), weighted)
+    assert not torch.isclose(target_loss(logits, onehot), weighted)
+    p = torch.softmax(torch.randn(6, 4), dim=1)
+    per_row = -(p * F.log_softmax(logits, dim=1)).sum(dim=1)
+    torch.testing.assert_close(target_loss(logits, p, row_weight=w[y]), (w[y] * per_row).sum() / w[y].sum())

@@ -242,6 +242,30 @@ def test_soft_targets_and_ablation(ws):
         _run(ws, "curated", ablation="curated", soft=str(soft.parent / "curated.npy"))
 
 
+def test_class_weights_weight_soft_label_runs_as_they_weight_hard_label_ones(ws):
+    """Soft labels that are the one-hot labels themselves train as the hard labels do, class-weighted or not:
+    the weighting does not depend on the target kind."""
+    cfg = ws.params.train["cnn6"]
+    cfg.epochs, cfg.specaugment = 1, None
+    table = pd.read_csv(ws.cycles)
+    table.loc[table["label"] == 3, "label"] = 0  # unequal classes, so the weights matter
+    ws.cycles = ws.root / "unequal.csv"
+    table.to_csv(ws.cycles, index=False)
+    labels = table.loc[table["split"] == "train", "label"].to_numpy()
+    one_hot = ws.root / "one_hot.npy"
+    np.save(one_hot, 100.0 * np.eye(4, dtype=np.float32)[labels][None])  # softmax: the one-hot rows
+    losses = {}
+    for weighted in (True, False):
+        cfg.class_weighted = weighted
+        for target in ("hard", "mean"):
+            soft = None if target == "hard" else str(one_hot)
+            out, _, _ = _run(ws, f"{target}-{weighted}", arch="cnn6", target=target, soft=soft)
+            losses[target, weighted] = pd.read_csv(out / "history.csv")["train_loss"].iloc[0]
+    for weighted in (True, False):
+        assert losses["mean", weighted] == pytest.approx(losses["hard", weighted], rel=1e-5)
+    assert losses["hard", True] != pytest.approx(losses["hard", False], rel=1e-3)
+
+
 def test_soft_file_row_mismatch_is_a_user_error(ws):
     soft = _write_soft(ws, "k2.npy", 2, rows=ws.n_train - 1)
     with pytest.raises(UserError, match=rf"k2\.npy: has {ws.n_train - 1} rows .* {ws.n_train} train rows"):

@@ -260,10 +260,10 @@ class TrainStep:
         weight: torch.Tensor | None,
         compile_mode: str,
     ) -> None:
-        def batch_loss(x, ids, mask, target, time_mask, freq_mask):
+        def batch_loss(x, ids, mask, target, time_mask, freq_mask, row_weight=None):
             if time_mask is not None:
                 x = apply_masks(x, time_mask, freq_mask)
-            return target_loss(forward(model, x, ids, mask), target, weight)
+            return target_loss(forward(model, x, ids, mask), target, weight, row_weight)
 
         self.model, self.optimizer = model, optimizer
         self.eager, self.compiled = batch_loss, compiled(batch_loss, compile_mode)
@@ -287,9 +287,11 @@ def train_steps(
     batch_size: int,
     steps: int,
     desc: str = "train",
+    row_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The epoch's optimiser steps: step i trains on the cycles at ``order[b]`` (positions in ``cycles``
-    and ``targets``) with rows ``b`` of the SpecAugment ``masks``, b = i * batch_size : (i + 1) * batch_size.
+    """The epoch's optimiser steps: step i trains on the cycles at ``order[b]`` (positions in ``cycles``,
+    ``targets`` and the optional per-row loss weights of target rows) with rows ``b`` of the SpecAugment
+    ``masks``, b = i * batch_size : (i + 1) * batch_size.
 
     Returns the mean loss and the 1-based index of the first step with a non-finite loss (or -1), as device
     tensors: no step waits for the device.
@@ -301,7 +303,8 @@ def train_steps(
         batch = slice(i * batch_size, (i + 1) * batch_size)
         idx = order[batch]
         time_mask, freq_mask = (m if m is None else m[batch] for m in masks)
-        loss = step(batch_size, *cycles.batch(idx), targets[idx], time_mask, freq_mask)
+        row_weight = None if row_weights is None else row_weights[idx]
+        loss = step(batch_size, *cycles.batch(idx), targets[idx], time_mask, freq_mask, row_weight)
         loss_sum += loss
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), i + 1, first_bad)
     return loss_sum / steps, first_bad
@@ -349,9 +352,11 @@ def train(
     fit, test = DeviceCycles(data.fit, data.tokens, device), DeviceCycles(data.test, data.tokens, device)
     val = DeviceCycles(data.val, data.tokens, device) if len(data.val) else None
 
-    weight = None
-    if cfg.class_weighted and data.fit.targets.hard:
+    weight = row_weights = None  # class weights of hard targets; each row's labelled class weight otherwise
+    if cfg.class_weighted:
         weight = torch.from_numpy(class_weights(data.fit.labels)).to(device)
+        if not data.fit.targets.hard:
+            weight, row_weights = None, weight[torch.from_numpy(data.fit.labels).to(device)]
     lr_scale = average_as_lr_scale(model, cfg.ma_beta)  # the reference's step averaging, as Adam's lr
     optimizer, lr_now = make_optimizer(model, cfg.weight_decay, device)
     step = TrainStep(model, optimizer, weight, compile_mode)
@@ -384,7 +389,7 @@ def train(
             augment = stream_generator(seed, epoch, AUGMENT, device)
             masks = draw_masks(fit.n, tuple(fit.x.shape[1:]), cfg.specaugment, augment)
         loss, first_bad = train_steps(
-            step, fit, order, targets, masks, bs, steps, desc=f"epoch {epoch}/{epochs}"
+            step, fit, order, targets, masks, bs, steps, f"epoch {epoch}/{epochs}", row_weights
         )
 
         train_loss, bad = float(loss), int(first_bad)  # the epoch's first wait for the device

@@ -5,7 +5,8 @@ shape (k, N_train, 4). Targets are drawn for all train rows; ``Targets.take`` ke
 
 Target kinds (per epoch ``e``, run seed ``s``; "re-drawn" uses ``numpy.random.default_rng([s, e])`` so a
 resumed run draws the same values):
-  hard               class indices; optional class weights w_c = (1/p_c) / sum_j (1/p_j) (hard labels only).
+  hard               class indices; optional class weights w_c = (1/p_c) / sum_j (1/p_j), which weight
+                     every target kind's rows by their labelled class (``target_loss``).
   mean               softmax of the mean logits of teachers 1..k (eq. 1); fixed.
   random             per sample one teacher index i ~ U{1..k}, re-drawn every epoch; softmax(z_i) (eq. 2).
   noise_var          one-hot + N(0, ablation.noise_var) per sample and class, re-drawn every epoch.
@@ -155,9 +156,21 @@ class Targets:
 
 
 def target_loss(
-    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    row_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Cross-entropy of float logits against class indices (optionally class-weighted) or target rows."""
+    """Cross-entropy of float logits against class indices (``weight``: optional class weights) or target rows
+    (``row_weight``: optional weight of each row, its labelled class's weight).
+
+    A class-weighted run weights each cycle by its labelled class whatever it is trained toward, normalised by
+    the batch's weights as the weighted cross-entropy of class indices is: on one-hot rows both give the same
+    loss, so hard and soft targets differ in the target alone.
+    """
     if target.dtype == torch.long:
         return F.cross_entropy(logits, target, weight=weight)
-    return -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+    per_row = -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1)
+    if row_weight is None:
+        return per_row.mean()
+    return (row_weight * per_row).sum() / row_weight.sum()
