@@ -8,8 +8,8 @@ the ensemble effects; soft labels replaced by the ensemble's one-hot argmax brea
 
 What the students' predictions show is not asserted: trained alike (the same class weighting), the default's
 k = 5 students match the baseline's test loss rather than beat it, and their predictions lie barely nearer the
-ensemble than the baseline's, no nearer than those of students of the one-hot labels (README 'What the default
-shows').
+ensemble than the baseline's, no nearer than those of students of the one-hot labels (README 'What it does not
+show').
 
 Any classifier that ignores its input scores at most 50 (always "normal": Sp 100, Se 0; any other constant
 answer: Sp 0, Se <= 100), so a Score above 50 shows that a teacher reads its input. The ensemble effects

@@ -2,10 +2,10 @@
 
 A stage's code is its subcommand's module and every ``rsckd`` module that imports, at module level or inside
 a function (``modulefinder`` reads both), leaving out the shared infrastructure that validates, declares and
-writes without deciding a result (README, 'The pipeline') and what only it imports. Each module of that code
-must lie under one of the stage's ``src/`` dependencies, and each ``src/`` dependency must hold some of the
-code. Builders named by the architecture table are imported by name at run time; they live under
-``src/rsckd/models``, which every training stage declares.
+writes without deciding a result (README, 'The pipeline') and what only it imports; a command that builds
+models (``models/base.py``) also runs the builders the architecture table names and what they import. Each
+module of that code must lie under one of the stage's ``src/`` dependencies, and each ``src/`` dependency must
+hold some of the code (a declared folder may hold modules the stage does not run).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rsckd.architectures import ARCHITECTURES
 from rsckd.cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,15 +37,19 @@ def imported(command: str, infrastructure: bool = False) -> set[str]:
     infrastructure and what only it imports, unless ``infrastructure``)."""
     words = [w for w in command.split() if not w.startswith("$")]
     assert words[0] == "rsckd", command
-    entry = Path(importlib.util.find_spec(COMMANDS[words[1]][0]).origin)
+    entries = [Path(importlib.util.find_spec(COMMANDS[words[1]][0]).origin)]
     excludes = [] if infrastructure else [f"rsckd.{name}" for name in INFRASTRUCTURE]
     finder = ModuleFinder(path=[str(SRC)], excludes=excludes)
-    finder.run_script(str(entry))
+    finder.run_script(str(entries[0]))
+    if "rsckd.models.base" in finder.modules:  # build_model imports the named builder at run time
+        for arch in ARCHITECTURES.values():
+            entries.append(Path(importlib.util.find_spec(arch.builder.split(":")[0]).origin))
+            finder.run_script(str(entries[-1]))
     files = {Path(m.__file__) for n, m in finder.modules.items() if n.startswith("rsckd") and m.__file__}
     flags = FLAG_ONLY.get(words[1], {})
     return {
         path
-        for path in (p.relative_to(ROOT).as_posix() for p in files | {entry})
+        for path in (p.relative_to(ROOT).as_posix() for p in files | set(entries))
         if not path.endswith("/__init__.py") and (path not in flags or flags[path] in words)
     }
 
@@ -68,8 +73,10 @@ def test_a_stage_declares_the_code_it_runs_and_no_other(stage):
 
 def test_the_check_sees_what_a_command_imports():
     """A training command's code includes the cycle-table reader (imported inside a function), the Table 3
-    rows only for an ablation, and neither the ICBHI reader nor the infrastructure."""
+    rows only for an ablation, the architectures' builders, and neither the ICBHI reader nor the
+    infrastructure."""
     code = imported("rsckd train --ablation curated")
+    assert {"src/rsckd/models/bts.py", "src/rsckd/models/timm_models.py"} <= code
     assert {"src/rsckd/data/table.py", "src/rsckd/ablations.py", "src/rsckd/training/loop.py"} <= code
     assert code - imported("rsckd train") == {"src/rsckd/ablations.py"}
     assert not {"src/rsckd/data/icbhi.py", "src/rsckd/config.py"} & code

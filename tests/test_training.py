@@ -18,7 +18,7 @@ from rsckd.config import load_params
 from rsckd.errors import UserError
 from rsckd.evaluation.icbhi_score import icbhi_scores
 from rsckd.models import build_model, build_tokenizer, tokenize
-from rsckd.training import loop
+from rsckd.training import loop, resume
 from rsckd.training.artifacts import CURVES, HISTORY_COLUMNS, load_run
 from rsckd.training.run import train_run
 from rsckd.training.specaugment import draw_masks
@@ -185,10 +185,14 @@ def test_resumed_run_is_byte_identical(ws, capsys):
     assert _resume_files(ws) == []
 
 
-def test_changed_param_does_not_resume_a_stale_run(ws, capsys):
+@pytest.mark.parametrize("change", ["param", "code"])
+def test_changed_param_or_code_does_not_resume_a_stale_run(ws, capsys, monkeypatch, change):
     with pytest.raises(Interrupt):
         _run(ws, "b", epoch_hook=_interrupt_after(1))
-    ws.params.train["bts"].lr = 2e-3
+    if change == "param":
+        ws.params.train["bts"].lr = 2e-3
+    else:
+        monkeypatch.setattr(resume, "source_digest", lambda: "an edited package")
     capsys.readouterr()
     _run(ws, "b")
     assert "resuming" not in capsys.readouterr().err
@@ -359,7 +363,8 @@ class HostReads(TorchDispatchMode):
 
 
 def _epoch_inputs(arch, target="hard", compile_mode="off"):
-    """What ``loop.train`` builds for one epoch, on a tiny model: (step, cycles, rows, targets, cfg)."""
+    """What ``loop.train`` builds for one epoch, on a tiny model, class-weighted: (step, cycles, rows,
+    targets, row weights, cfg)."""
     kind = ARCHITECTURES[arch].feature_kind
     params = load_params(REPO / "params.yaml")
     model_cfg, cfg = params.models[arch], params.train[arch]
@@ -385,29 +390,30 @@ def _epoch_inputs(arch, target="hard", compile_mode="off"):
     device = torch.device("cpu")
     optimizer, lr = loop.make_optimizer(model, cfg.weight_decay, device)
     lr.fill_(cfg.lr)
-    weight = torch.ones(4) if fit.targets.hard else None
+    weight, row_weights = loop.loss_weights(True, fit, device)
     step = loop.TrainStep(model, optimizer, weight, compile_mode)
     cycles = loop.DeviceCycles(fit, tokens, device)
     targets = torch.from_numpy(fit.targets.for_epoch(1))
-    return step, cycles, torch.arange(N_FIT), targets, cfg
+    return step, cycles, torch.arange(N_FIT), targets, row_weights, cfg
 
 
-def _epoch(step, cycles, rows, targets, cfg):
+def _epoch(step, cycles, rows, targets, row_weights, cfg):
     """One epoch's steps as ``loop.train`` takes them: shuffled, SpecAugment masks drawn for the epoch."""
     bs = cfg.batch_size
     order = rows[torch.randperm(len(rows), generator=loop.stream_generator(1, 1, loop.SHUFFLE))]
     masks = _masks(cfg, len(order), tuple(cycles.x.shape[1:]))
-    return loop.train_steps(step, cycles, order, targets, masks, bs, len(order) // bs)
+    steps = len(order) // bs
+    return loop.train_steps(step, cycles, order, targets, masks, bs, steps, row_weights=row_weights)
 
 
 @pytest.mark.parametrize(("arch", "target"), [("bts", "hard"), ("cnn6", "mean")])
 def test_an_epoch_never_waits_for_the_device(arch, target, one_thread):
     """Training steps (SpecAugment, class weights or soft targets, fused Adam) and batched evaluation ask
     the device for no value: on a GPU the host runs ahead and the step can be a CUDA graph."""
-    step, cycles, rows, targets, cfg = _epoch_inputs(arch, target)
-    assert (cfg.specaugment is not None) == (arch == "cnn6")
+    step, cycles, rows, targets, row_weights, cfg = _epoch_inputs(arch, target)
+    assert (cfg.specaugment is not None) == (arch == "cnn6") and (row_weights is None) == (target == "hard")
     with HostReads() as watch:
-        _epoch(step, cycles, rows, targets, cfg)
+        _epoch(step, cycles, rows, targets, row_weights, cfg)
         loop.predict(step.model, step.model, cycles, 64)
     assert watch.reads == [], watch.reads[0]
 
@@ -417,9 +423,9 @@ def test_host_read_watch_sees_the_2d_text_mask(one_thread, monkeypatch):
     from rsckd.models import bts
 
     monkeypatch.setattr(bts, "additive_attention_mask", lambda mask, dtype: mask)
-    step, cycles, rows, targets, cfg = _epoch_inputs("bts")
+    step, cycles, rows, targets, row_weights, cfg = _epoch_inputs("bts")
     with HostReads() as watch:
-        _epoch(step, cycles, rows, targets, cfg)
+        _epoch(step, cycles, rows, targets, row_weights, cfg)
     assert watch.reads and all("masking_utils" in read for read in watch.reads)
 
 
@@ -440,7 +446,7 @@ def _masks(cfg, n, shape):
 
 @pytest.mark.parametrize("arch", ["bts", "audio_clap", "ast"])
 def test_step_and_evaluation_compile_without_graph_breaks(arch, one_thread, fresh_dynamo):
-    step, cycles, rows, targets, cfg = _epoch_inputs(arch)
+    step, cycles, rows, targets, _, cfg = _epoch_inputs(arch)
     idx = rows[: cfg.batch_size]
     x, ids, mask = cycles.batch(idx)
     train = torch._dynamo.explain(step.eager)(x, ids, mask, targets[idx], *_masks(cfg, len(idx), x.shape[1:]))
@@ -462,7 +468,7 @@ def test_compiled_step_gives_the_eager_losses(one_thread, fresh_dynamo):
     to every CI run); AST, which has no dropout, is compared over a whole run below."""
     losses = {}
     for mode in ("off", "default"):
-        step, cycles, rows, targets, cfg = _epoch_inputs("audio_clap", compile_mode=mode)
+        step, cycles, rows, targets, _, cfg = _epoch_inputs("audio_clap", compile_mode=mode)
         masks = _masks(cfg, 12, tuple(cycles.x.shape[1:]))
         losses[mode] = []
         torch.manual_seed(3)

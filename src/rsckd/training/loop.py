@@ -310,6 +310,19 @@ def train_steps(
     return loss_sum / steps, first_bad
 
 
+def loss_weights(
+    class_weighted: bool, fit: CycleSet, device: torch.device
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(class weights, per-row weights) of the loss: class weights for hard targets; for target rows, each
+    fit row's labelled class weight (``target_loss``); neither without ``class_weighted``."""
+    if not class_weighted:
+        return None, None
+    weight = torch.from_numpy(class_weights(fit.labels)).to(device)
+    if fit.targets.hard:
+        return weight, None
+    return None, weight[torch.from_numpy(fit.labels).to(device)]
+
+
 def make_optimizer(
     model: torch.nn.Module, weight_decay: float, device: torch.device
 ) -> tuple[torch.optim.Adam, torch.Tensor]:
@@ -352,11 +365,7 @@ def train(
     fit, test = DeviceCycles(data.fit, data.tokens, device), DeviceCycles(data.test, data.tokens, device)
     val = DeviceCycles(data.val, data.tokens, device) if len(data.val) else None
 
-    weight = row_weights = None  # class weights of hard targets; each row's labelled class weight otherwise
-    if cfg.class_weighted:
-        weight = torch.from_numpy(class_weights(data.fit.labels)).to(device)
-        if not data.fit.targets.hard:
-            weight, row_weights = None, weight[torch.from_numpy(data.fit.labels).to(device)]
+    weight, row_weights = loss_weights(cfg.class_weighted, data.fit, device)
     lr_scale = average_as_lr_scale(model, cfg.ma_beta)  # the reference's step averaging, as Adam's lr
     optimizer, lr_now = make_optimizer(model, cfg.weight_decay, device)
     step = TrainStep(model, optimizer, weight, compile_mode)

@@ -2,8 +2,9 @@
 
 Checkpoints live outside the stage outputs (DVC must never see them) in ``$RSCKD_RESUME_DIR/<key>`` or
 ``.cache/resume/<key>``. The key hashes everything that defines the run (arch, target, seed, the params
-blocks used, the cycle table, the features' meta and the soft-label file's content), so a changed input
-starts afresh instead of resuming a stale run. The directory is removed once the run's outputs are complete.
+blocks used, the cycle table, the features' meta, the soft-label file's content and the package's source),
+so a changed input or edited code starts afresh instead of resuming a stale run. The directory is removed once
+the run's outputs are complete.
 
 A checkpoint (model, Adam state, history, the selected epoch's weights unless they are the model's) is up to
 four model sizes, 2.5 GB for full-size BTS: writing one can take longer than a GPU epoch. So
@@ -28,8 +29,17 @@ from rsckd.errors import warn
 CHECKPOINT = "checkpoint.pt"
 
 
+def source_digest() -> str:
+    """sha256 of the rsckd package's source files: a run resumes only a checkpoint of the same code."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def resume_dir(identity: dict[str, Any]) -> Path:
-    key = hashlib.sha256(json_bytes(identity, digits=12)).hexdigest()[:32]
+    key = hashlib.sha256(json_bytes({**identity, "source": source_digest()}, digits=12)).hexdigest()[:32]
     return Path(os.environ.get("RSCKD_RESUME_DIR", ".cache/resume")) / key
 
 

@@ -14,7 +14,8 @@ resumed run draws the same values):
                      v_c = mean over train rows n of (p_mean[n, c] - onehot[n, c])**2: the per-class
                      variance of the mean-teacher soft labels around the one-hot labels.
   raw_logits         the mean teacher logits themselves, no softmax (the "fails to converge" ablation).
-Soft targets ignore the hard labels; the loss is sum_c -t_c log softmax(z)_c, averaged over the batch.
+Soft targets ignore the hard labels but for class weights; the loss is sum_c -t_c log softmax(z)_c, averaged
+over the batch (weighted by each row's labelled class when the run is class-weighted).
 """
 
 from __future__ import annotations
