@@ -74,23 +74,6 @@ def test_bts_4d_text_mask_gives_the_2d_mask_logits(dtype, monkeypatch):
     assert torch.equal(four_d, two_d)
 
 
-def test_bts_evaluation_encodes_each_distinct_prompt_once_with_the_per_row_embeddings():
-    """In eval mode the text tower runs on the batch's distinct prompts only and each row gets its own
-    prompt's embedding back, as the per-row pass of training computes it."""
-    model, tok, _ = build("bts")
-    ids, mask = tokenize(tok, [PROMPTS[1], PROMPTS[0], PROMPTS[1], "A", PROMPTS[0]], 64)
-    rows_seen = []
-    model.clap.text_model.register_forward_hook(
-        lambda m, args, kwargs, out: rows_seen.append(len(kwargs["input_ids"])), with_kwargs=True
-    )
-    model.eval()
-    with torch.no_grad():
-        shared = model.embed_prompts(ids, mask)
-        per_row = model.embed_text(ids, mask)
-    assert rows_seen == [3, 5]
-    torch.testing.assert_close(shared, per_row)
-
-
 def test_full_configs_build_offline_and_run():
     """Paper sizes with random weights, batch 1 (the slow test: ~150 M + 86 M parameters on CPU)."""
     expected = {  # parameters in millions

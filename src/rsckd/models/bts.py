@@ -77,23 +77,11 @@ class BTS(RSCModel):
         if input_ids is None:
             raise ValueError("bts needs the prompt tokens (input_ids, attention_mask)")
         audio = self.clap.audio_model(input_features=x.unsqueeze(1)).pooler_output
-        audio = F.normalize(self.clap.audio_projection(audio), dim=-1)
-        return self.head(torch.cat([self.embed_prompts(input_ids, attention_mask), audio], dim=-1))
-
-    def embed_prompts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Unit-norm text embeddings, one per row. Eager evaluation encodes each distinct prompt of the batch
-        once: rows in table order share their patient's prompt, so a batch holds a few. Training keeps one
-        pass per row (each row draws its own dropout), as does a compiled graph (unique would break it)."""
-        if self.training or torch.compiler.is_compiling():
-            return self.embed_text(input_ids, attention_mask)
-        distinct, row = torch.unique(torch.cat([input_ids, attention_mask], 1), dim=0, return_inverse=True)
-        length = input_ids.shape[1]
-        return self.embed_text(distinct[:, :length], distinct[:, length:])[row]
-
-    def embed_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         text_mask = additive_attention_mask(attention_mask, self.head.weight.dtype)
         text = self.clap.text_model(input_ids=input_ids, attention_mask=text_mask).pooler_output
-        return F.normalize(self.clap.text_projection(text), dim=-1)
+        audio = F.normalize(self.clap.audio_projection(audio), dim=-1)
+        text = F.normalize(self.clap.text_projection(text), dim=-1)
+        return self.head(torch.cat([text, audio], dim=-1))
 
 
 def build(cfg: BTSBlock, feature_shape: tuple[int, int], tokenizer: Any = None) -> BTS:
