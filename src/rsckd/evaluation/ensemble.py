@@ -49,7 +49,9 @@ def read_metrics(path: Path) -> dict[str, Any]:
 def ensemble_scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """ICBHI scores of the mean logits (the paper's BTS++ rule) and their cross-entropy test loss."""
     mean = logits.mean(axis=0)
-    loss = torch.nn.functional.cross_entropy(torch.from_numpy(mean).double(), torch.from_numpy(labels).long())
+    loss = torch.nn.functional.cross_entropy(
+        torch.from_numpy(mean).double(), torch.tensor(labels, dtype=torch.long)
+    )
     scores = scores_from_logits(labels, mean)
     return {"sp": scores["sp"], "se": scores["se"], "score": scores["score"], "loss": float(loss)}
 
