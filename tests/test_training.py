@@ -418,6 +418,21 @@ def test_an_epoch_never_waits_for_the_device(arch, target, one_thread):
     assert watch.reads == [], watch.reads[0]
 
 
+def test_evaluation_encodes_each_distinct_prompt_once_with_the_per_row_logits(one_thread):
+    """``predict`` runs the text tower once, over the distinct prompts of the token table, not once per row,
+    and every row gets the logits of the per-row forward pass (a training step's, ``rsckd predict``'s)."""
+    step, cycles, *_ = _epoch_inputs("bts")
+    rows_seen = []
+    step.model.clap.text_model.register_forward_hook(
+        lambda module, args, kwargs, out: rows_seen.append(len(kwargs["input_ids"])), with_kwargs=True
+    )
+    logits = loop.predict(step.model, step.model, cycles, 8)
+    assert rows_seen == [len(cycles.tokens[0])] and rows_seen[0] < cycles.n
+    with torch.no_grad():
+        per_row = step.model(*cycles.batch(slice(None)))
+    torch.testing.assert_close(logits, per_row)
+
+
 def test_host_read_watch_sees_the_2d_text_mask(one_thread, monkeypatch):
     """The watch is not blind: the text tower's own 2-D mask path asks ``mask.all()`` on every forward."""
     from rsckd.models import bts
@@ -452,7 +467,8 @@ def test_step_and_evaluation_compile_without_graph_breaks(arch, one_thread, fres
     train = torch._dynamo.explain(step.eager)(x, ids, mask, targets[idx], *_masks(cfg, len(idx), x.shape[1:]))
     step.model.eval()
     with torch.no_grad():
-        evaluate = torch._dynamo.explain(loop.forward)(step.model, x, ids, mask)
+        x, prompts = next(cycles.embedded_batches(step.model, idx[None]))
+        evaluate = torch._dynamo.explain(loop.forward)(step.model, x, prompts=prompts)
     for explained in (train, evaluate):
         assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
 

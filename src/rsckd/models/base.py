@@ -34,7 +34,8 @@ def normalise(x: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 class RSCModel(nn.Module):
-    """features[B, T, F] (+ prompt tokens of text models) -> logits[B, 4]; subclasses define ``classify``."""
+    """features[B, T, F] (+ prompt tokens of text models) -> logits[B, 4]; subclasses define ``classify``,
+    text models also ``embed_prompts``."""
 
     def __init__(self, input_norm: str = "none") -> None:
         super().__init__()
@@ -45,12 +46,19 @@ class RSCModel(nn.Module):
         features: torch.Tensor,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        prompts: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.classify(normalise(features, self.input_norm), input_ids, attention_mask)
+        """``prompts``: the rows' prompt embeddings in place of their tokens. Evaluation passes them: it
+        encodes each distinct prompt of a set once (``embed_prompts``), not once per row."""
+        if prompts is None and input_ids is not None:
+            prompts = self.embed_prompts(input_ids, attention_mask)
+        return self.classify(normalise(features, self.input_norm), prompts)
 
-    def classify(
-        self, x: torch.Tensor, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None
-    ) -> torch.Tensor:
+    def embed_prompts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        """One embedding per row of prompt tokens; audio-only models read no prompt."""
+        return None
+
+    def classify(self, x: torch.Tensor, prompts: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
 

@@ -71,17 +71,18 @@ class BTS(RSCModel):
         self.clap = clap
         self.head = nn.Linear(2 * projection_dim, N_CLASSES)
 
-    def classify(
-        self, x: torch.Tensor, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        if input_ids is None:
-            raise ValueError("bts needs the prompt tokens (input_ids, attention_mask)")
-        audio = self.clap.audio_model(input_features=x.unsqueeze(1)).pooler_output
+    def embed_prompts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Unit-norm text embeddings, one per row of tokens."""
         text_mask = additive_attention_mask(attention_mask, self.head.weight.dtype)
         text = self.clap.text_model(input_ids=input_ids, attention_mask=text_mask).pooler_output
+        return F.normalize(self.clap.text_projection(text), dim=-1)
+
+    def classify(self, x: torch.Tensor, prompts: torch.Tensor | None) -> torch.Tensor:
+        if prompts is None:
+            raise ValueError("bts needs the prompt tokens (input_ids, attention_mask)")
+        audio = self.clap.audio_model(input_features=x.unsqueeze(1)).pooler_output
         audio = F.normalize(self.clap.audio_projection(audio), dim=-1)
-        text = F.normalize(self.clap.text_projection(text), dim=-1)
-        return self.head(torch.cat([text, audio], dim=-1))
+        return self.head(torch.cat([prompts, audio], dim=-1))
 
 
 def build(cfg: BTSBlock, feature_shape: tuple[int, int], tokenizer: Any = None) -> BTS:

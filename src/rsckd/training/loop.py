@@ -25,7 +25,7 @@ import math
 import os
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,12 +186,34 @@ class DeviceCycles:
         p = self.prompt[idx]
         return self.x[idx], self.tokens[0][p], self.tokens[1][p]
 
+    def embedded_batches(
+        self, model: torch.nn.Module, batches: torch.Tensor
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(features, prompt embeddings) of each row batch of ``batches``. A text model in eval mode encodes
+        each distinct prompt once, for all batches, with no wait for the device; a training step encodes
+        each row's prompt (each row draws its own dropout)."""
+        table = None
+        if self.prompt is not None:
+            with autocast(self.x):
+                table = model.embed_prompts(*self.tokens)
+        for idx in batches:
+            yield self.x[idx], None if table is None else table[self.prompt[idx]]
+
+
+def autocast(x: torch.Tensor) -> torch.autocast:
+    """bfloat16 autocast on a GPU, nothing on a CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda)
+
 
 def forward(
-    fn: Callable[..., torch.Tensor], x: torch.Tensor, ids: torch.Tensor | None, mask: torch.Tensor | None
+    fn: Callable[..., torch.Tensor],
+    x: torch.Tensor,
+    ids: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    prompts: torch.Tensor | None = None,
 ):
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
-        return fn(x, ids, mask).float()
+    with autocast(x):
+        return fn(x, ids, mask, prompts).float()
 
 
 def compiled(fn: Callable[..., torch.Tensor], mode: str) -> Callable[..., torch.Tensor]:
@@ -231,9 +253,9 @@ def predict(
     out = torch.empty(cycles.n, 4, device=device)
     batches = torch.arange(math.ceil(cycles.n / batch_size) * batch_size, device=device)
     batches = batches.clamp(max=cycles.n - 1).view(-1, batch_size)
-    for i, idx in enumerate(batches):
+    for i, (x, prompts) in enumerate(cycles.embedded_batches(model, batches)):
         start = i * batch_size
-        out[start : start + batch_size] = forward(fn, *cycles.batch(idx))[: cycles.n - start]
+        out[start : start + batch_size] = forward(fn, x, prompts=prompts)[: cycles.n - start]
     return out
 
 
