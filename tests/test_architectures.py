@@ -28,7 +28,7 @@ class MeanLinear(RSCModel):
         super().__init__(input_norm)
         self.head = nn.Linear(bins, N_CLASSES)
 
-    def classify(self, x: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
+    def classify(self, x: torch.Tensor, *prompt: torch.Tensor | None) -> torch.Tensor:
         return self.head(x.mean(dim=1))
 
 

@@ -77,7 +77,7 @@ class AST(RSCModel):
             nn.LayerNorm(hidden, eps=backbone.config.layer_norm_eps), nn.Linear(hidden, N_CLASSES)
         )
 
-    def classify(self, x: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
+    def classify(self, x: torch.Tensor, *prompt: torch.Tensor | None) -> torch.Tensor:
         return self.head(self.ast(input_values=x).pooler_output)
 
 

@@ -50,15 +50,19 @@ class RSCModel(nn.Module):
     ) -> torch.Tensor:
         """``prompts``: the rows' prompt embeddings in place of their tokens. Evaluation passes them: it
         encodes each distinct prompt of a set once (``embed_prompts``), not once per row."""
-        if prompts is None and input_ids is not None:
-            prompts = self.embed_prompts(input_ids, attention_mask)
-        return self.classify(normalise(features, self.input_norm), prompts)
+        return self.classify(normalise(features, self.input_norm), input_ids, attention_mask, prompts)
 
     def embed_prompts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
         """One embedding per row of prompt tokens; audio-only models read no prompt."""
         return None
 
-    def classify(self, x: torch.Tensor, prompts: torch.Tensor | None) -> torch.Tensor:
+    def classify(
+        self,
+        x: torch.Tensor,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        prompts: torch.Tensor | None,
+    ) -> torch.Tensor:
         raise NotImplementedError
 
 

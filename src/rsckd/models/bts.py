@@ -77,10 +77,19 @@ class BTS(RSCModel):
         text = self.clap.text_model(input_ids=input_ids, attention_mask=text_mask).pooler_output
         return F.normalize(self.clap.text_projection(text), dim=-1)
 
-    def classify(self, x: torch.Tensor, prompts: torch.Tensor | None) -> torch.Tensor:
-        if prompts is None:
-            raise ValueError("bts needs the prompt tokens (input_ids, attention_mask)")
+    def classify(
+        self,
+        x: torch.Tensor,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        prompts: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Audio tower first, text tower second: the order in which a training step draws their dropout."""
         audio = self.clap.audio_model(input_features=x.unsqueeze(1)).pooler_output
+        if prompts is None:
+            if input_ids is None:
+                raise ValueError("bts needs the prompt tokens (input_ids, attention_mask)")
+            prompts = self.embed_prompts(input_ids, attention_mask)
         audio = F.normalize(self.clap.audio_projection(audio), dim=-1)
         return self.head(torch.cat([prompts, audio], dim=-1))
 

@@ -101,7 +101,7 @@ class AudioCLAP(RSCModel):
         self.audio = audio
         self.head = nn.Linear(projection_dim, N_CLASSES)
 
-    def classify(self, x: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
+    def classify(self, x: torch.Tensor, *prompt: torch.Tensor | None) -> torch.Tensor:
         return self.head(self.audio(input_features=x.unsqueeze(1)).audio_embeds)
 
 

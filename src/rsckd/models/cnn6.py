@@ -53,7 +53,7 @@ class CNN6(RSCModel):
         self.blocks = len(channels)
         self.head = nn.Linear(channels[-1], N_CLASSES)
 
-    def classify(self, x: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
+    def classify(self, x: torch.Tensor, *prompt: torch.Tensor | None) -> torch.Tensor:
         x = x.unsqueeze(1)  # (B, 1, T, F): time on rows, frequency on columns, as PANNs
         for i in range(self.blocks):
             x = F.dropout(getattr(self, f"conv_block{i + 1}")(x), p=DROPOUT, training=self.training)

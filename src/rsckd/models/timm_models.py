@@ -37,7 +37,7 @@ class TimmClassifier(RSCModel):
         super().__init__(input_norm)
         self.net = net
 
-    def classify(self, x: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
+    def classify(self, x: torch.Tensor, *prompt: torch.Tensor | None) -> torch.Tensor:
         return self.net(x.unsqueeze(1))
 
 
