@@ -52,9 +52,9 @@ class RSCModel(nn.Module):
         encodes each distinct prompt of a set once (``embed_prompts``), not once per row."""
         return self.classify(normalise(features, self.input_norm), input_ids, attention_mask, prompts)
 
-    def embed_prompts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
-        """One embedding per row of prompt tokens; audio-only models read no prompt."""
-        return None
+    def embed_prompts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """One embedding per row of prompt tokens; only models that read the prompt define it."""
+        raise NotImplementedError(f"{type(self).__name__} reads no prompt")
 
     def classify(
         self,
