@@ -195,22 +195,29 @@ def test_figure_csvs_hold_means_and_stds(project: Path) -> None:
     )
 
 
-def test_figure2_says_when_its_error_bars_are_as_wide_as_its_effect() -> None:
-    def frame(gain: float, std: float) -> pd.DataFrame:
+def test_figure2_says_when_its_gain_is_not_significant_over_its_seeds() -> None:
+    def frame(gain: float, std: float, n_seeds: int) -> pd.DataFrame:
         return pd.DataFrame(
             {
                 "k": [0, 5],
                 "mean_score": [55.0, 55.0 + gain],
                 "mean_std": [std, std],
-                "random_score": [55.0, 55.0 + gain],
+                "random_score": [55.0, 55.0 + 2 * gain],
                 "random_std": [std, std],
+                "n_seeds": [n_seeds, n_seeds],
             }
         )
 
-    assert figure2_noise_note(frame(gain=2.0, std=0.5)) == ""
-    assert "too few seeds" in figure2_noise_note(frame(gain=0.5, std=0.8))
-    assert "too few seeds" in figure2_noise_note(frame(gain=-2.0, std=2.5))
-    assert "too few seeds" in figure2_noise_note(frame(gain=2.0, std=float("nan")))
+    assert figure2_noise_note(frame(gain=2.0, std=0.5, n_seeds=4)) == ""  # p = 0.001 and < 0.001
+    assert figure2_noise_note(frame(gain=-2.0, std=0.5, n_seeds=4)) == ""  # a significant loss shows too
+    # The committed default's case: bars narrower than the gain, but two seeds leave it within noise. Equal
+    # spreads and counts give t = gain / (std * sqrt(2 / n)) on 2 degrees of freedom, where the two-sided
+    # p = 1 - t / sqrt(2 + t**2): t = 4.25 gives 0.051 (mean teacher), t = 8.5 gives 0.014 (random teacher).
+    assert figure2_noise_note(frame(gain=0.85, std=0.2, n_seeds=2)) == (
+        "\ngain at k = 5 not significant (Welch t-test, p = 0.051 mean, 0.014 random teacher; 2 seeds)"
+    )
+    assert "p = n/a mean, n/a random" in figure2_noise_note(frame(gain=2.0, std=0.0, n_seeds=1))
+    assert "not significant" in figure2_noise_note(frame(gain=2.0, std=float("nan"), n_seeds=3))
 
 
 def test_a_table_cell_is_the_mean_of_its_seeds_in_the_frame(project: Path) -> None:

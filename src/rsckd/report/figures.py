@@ -15,6 +15,7 @@ import matplotlib
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from scipy import stats
 
 from rsckd.report.tables import Profile, runs_of, seed_stats
 
@@ -37,6 +38,7 @@ COLORS = {
 FIGURE2_METHODS = ["mean", "random"]
 FIGURE2_COLUMNS = ["k", "mean_score", "mean_std", "random_score", "random_std", "n_seeds"]
 FIGURE3_COLUMNS = ["k", "teacher_score", "teacher_loss", "student_score"]
+SIGNIFICANCE = 0.05  # Figure 2 calls the gain over k = 0 seed noise at or above this p-value
 
 
 def figure2_frame(runs: pd.DataFrame, prof: Profile) -> pd.DataFrame:
@@ -62,14 +64,22 @@ def figure2_frame(runs: pd.DataFrame, prof: Profile) -> pd.DataFrame:
 
 
 def figure2_noise_note(frame: pd.DataFrame) -> str:
-    """A caption line when Figure 2's error bars are not narrower than its effect (the gain of the largest k
-    over k = 0, for either method; always so with one seed): it cannot tell it from seed noise."""
+    """A caption line unless the gain of the largest k over k = 0 is significant for both methods (two-sided
+    Welch t-test over the seeds, at SIGNIFICANCE): with two seeds, bars narrower than the gain still allow a
+    gain that seed noise explains (README, 'What it does not show')."""
     base, last = frame.iloc[0], frame.iloc[-1]
+    n = int(min(base.n_seeds, last.n_seeds))
+    p_values = {}
     for method in FIGURE2_METHODS:
-        gain = abs(last[f"{method}_score"] - base[f"{method}_score"])
-        if not gain > max(last[f"{method}_std"], base[f"{method}_std"]):
-            return "\nerror bars as wide as the gain over k = 0: too few seeds to tell it from seed noise"
-    return ""
+        score, std = f"{method}_score", f"{method}_std"
+        test = stats.ttest_ind_from_stats(
+            last[score], last[std], n, base[score], base[std], n, equal_var=False
+        )
+        p_values[method] = test.pvalue if n > 1 else math.nan  # one seed: its std of 0 is no spread
+    if all(p < SIGNIFICANCE for p in p_values.values()):  # NaN compares False
+        return ""
+    shown = ", ".join(f"{'n/a' if math.isnan(p) else f'{p:.3f}'} {method}" for method, p in p_values.items())
+    return f"\ngain at k = {int(last.k)} not significant (Welch t-test, p = {shown} teacher; {n} seeds)"
 
 
 def figure3_frame(runs: pd.DataFrame, ensemble: pd.DataFrame, prof: Profile) -> pd.DataFrame:
