@@ -38,7 +38,7 @@ COLORS = {
 FIGURE2_METHODS = ["mean", "random"]
 FIGURE2_COLUMNS = ["k", "mean_score", "mean_std", "random_score", "random_std", "n_seeds"]
 FIGURE3_COLUMNS = ["k", "teacher_score", "teacher_loss", "student_score"]
-SIGNIFICANCE = 0.05  # Figure 2 calls the gain over k = 0 seed noise at or above this p-value
+SIGNIFICANCE = 0.05  # Figure 2's caption calls the gain over k = 0 not significant at or above this p
 
 
 def figure2_frame(runs: pd.DataFrame, prof: Profile) -> pd.DataFrame:
