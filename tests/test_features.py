@@ -186,7 +186,7 @@ def test_stage_writes_table_order_features(tmp_path, monkeypatch, kind):
     assert sorted(p.name for p in out.iterdir()) == ["features.npy", "meta.json"]
 
 
-def test_stage_cli_and_user_errors(tmp_path, monkeypatch):
+def test_stage_cli_and_user_errors(tmp_path, monkeypatch, one_thread):
     table_path = _corpus(tmp_path, rates=(8000,))
     params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
     params["cycles"]["desired_length_s"] = 2.0
