@@ -345,8 +345,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     out = Path(args.out) if args.out else Path("data/features") / args.kind
-    # float64 maths: the bytes do not depend on the thread count, the time does (two feature stages side by
-    # side under `rsckd parallel`, 2 threads each on 2 cores: 12-19 s each; 1 thread each: 6-8 s)
+    # float64 maths, rounded to float32 once: the thread count moves the bytes no more than another CPU does
+    # (README, 'What reproduces where'), but it sets the time: side by side under `rsckd parallel` on 2 cores,
+    # the two feature stages took 12-19 s each on 2 threads, 6-8 s on 1
     torch.set_num_threads(params.runtime.threads)
     if not torch.cuda.is_available():
         torch.use_deterministic_algorithms(True)
