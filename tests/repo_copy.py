@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -30,6 +31,14 @@ def tracked_copy(dest: Path) -> Path:
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=dest, check=True, env={**os.environ, **GIT_IDENTITY})
     return dest
+
+
+def edit_params(repo: Path, edit: Callable[[dict], object]) -> None:
+    """Apply ``edit`` to the parsed ``repo/params.yaml`` in place and write it back."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    edit(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:

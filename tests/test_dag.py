@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from repo_copy import run, tracked_copy
+from repo_copy import edit_params, run, tracked_copy
 
 pytestmark = pytest.mark.slow
 SMALL = {
@@ -23,13 +23,6 @@ SMALL = {
     "ablation": {"k": 3},
     "second_gen": {"k": 3, "method": "mean"},
 }
-
-
-def edit_params(repo: Path, edit) -> None:
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    edit(params)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def stale(repo: Path) -> set[str]:

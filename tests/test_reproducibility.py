@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 
-from repo_copy import ROOT, lock_stages, run, tracked_copy
+from repo_copy import ROOT, edit_params, lock_stages, run, tracked_copy
 
 pytestmark = pytest.mark.slow
 
@@ -44,9 +44,6 @@ CPUS = {  # this CPU with its own thread count is the default DAG of test_pipeli
 }
 
 
-COMMITTED_THREADS = "\n  threads: 1 "  # runtime.threads in params.yaml
-
-
 def without_thread_count(entry: dict) -> dict:
     """A dvc.lock entry without the ``runtime.threads`` the feature stages record (it sets their speed)."""
     params = entry.get("params", {})
@@ -56,15 +53,18 @@ def without_thread_count(entry: dict) -> dict:
     }
 
 
+def on_two_threads(params: dict) -> None:
+    assert params["runtime"]["threads"] != 2, "the committed thread count is 2: try another here"
+    params["runtime"]["threads"] = 2
+
+
 @pytest.mark.parametrize("cpu", list(CPUS))
 def test_imitated_cpu_reproduces_the_committed_lock(tmp_path, cpu):
     copy = tracked_copy(tmp_path / "repo")
     training = cpu.startswith("x86-64-v2")
     stages = DATA_STAGES + (TRAINING_STAGES if training else ())
     if not training:  # the feature stages on 2 threads, the committed ones on 1
-        params = (copy / "params.yaml").read_text()
-        assert COMMITTED_THREADS in params
-        (copy / "params.yaml").write_text(params.replace(COMMITTED_THREADS, "\n  threads: 2 "))
+        edit_params(copy, on_two_threads)
     run(["dvc", "repro", "--force", "--no-run-cache", *stages[-2:]], copy, env=CPUS[cpu])  # + their upstream
     committed, got = lock_stages(ROOT), lock_stages(copy)
     differing = [s for s in stages if without_thread_count(got[s]) != without_thread_count(committed[s])]
