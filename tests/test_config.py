@@ -45,6 +45,7 @@ def test_default_and_paper_profiles_are_valid():
         ("teacher.seeds", [], "teacher.seeds: expected a non-empty list"),
         ("teacher.epochs", 0, "teacher.epochs: expected an integer >= 1, got 0"),
         ("teacher.seeds", [1, 2, 2], "teacher.seeds: duplicate values 2"),
+        ("teacher.seeds", [1, 2**32], "teacher.seeds[1]: expected an integer >= 0 and <= 4294967295"),
         ("distill.seeds", "1,2", "distill.seeds: expected a non-empty list"),
         ("distill.methods", ["mean", "median"], "distill.methods[1]: expected one of mean, random"),
         ("teacher.arch", "vgg", "teacher.arch: expected one of bts, audio_clap"),
@@ -70,6 +71,12 @@ def test_val_selection_needs_a_validation_split():
     params["train"]["cnn6"]["select"] = "val"
     with pytest.raises(UserError, match="train.cnn6.select: 'val' needs a validation split"):
         validate(params)
+    params = edited("data.val_fraction", 0.0)
+    params["ensemble"]["curate_by"] = "val"
+    with pytest.raises(UserError, match="ensemble.curate_by: 'val' needs a validation split"):
+        validate(params)
+    params["ablation"]["variants"].remove("curated")  # nothing is curated: nothing to rank
+    validate(params)
 
 
 def test_compile_off_may_be_written_bare():
@@ -105,6 +112,9 @@ def test_missing_and_malformed_params_files(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("teacher: [unclosed\n")
     with pytest.raises(UserError, match="bad.yaml: not valid YAML"):
+        load_params(bad)
+    bad.write_bytes("# Latin-1 comment: né\n".encode("latin-1"))
+    with pytest.raises(UserError, match="bad.yaml: not UTF-8 text"):
         load_params(bad)
 
 

@@ -408,6 +408,19 @@ def test_malformed_params(case: str, ws: Path, tmp_path: Path, capsys, tally) ->
     assert not out.parent.exists()
 
 
+def test_batch_larger_than_the_training_cycles(ws: Path, tmp_path: Path, capsys, tally) -> None:
+    bad = write_params(tmp_path / "p.yaml", train__bts__batch_size=N_FIT + 1)
+    out = tmp_path / "runs" / "t"
+    fails_cleanly(
+        capsys,
+        tally,
+        train_argv(ws, out, params=bad),
+        outputs_of(out),
+        f"train.bts.batch_size: {N_FIT + 1} is more than the {N_FIT} training cycles",
+        "(train.bts.drop_last: true)",
+    )
+
+
 def test_params_not_yaml_or_missing(ws: Path, tmp_path: Path, capsys, tally) -> None:
     bad = tmp_path / "broken.yaml"
     bad.write_text("train: {bts: [unclosed\n")
@@ -534,6 +547,7 @@ SOFT_CASES = {
     ),
     "nan_logits": (np.full((2, N_FIT + N_VAL, 4), np.nan, np.float32), ("contains NaN or infinite logits",)),
     "not_npy": (None, ("not a readable .npy file",)),
+    "pickled": (np.array([{}], dtype=object), ("not a readable .npy file",)),
 }
 
 

@@ -33,6 +33,7 @@ import rsckd.fetch as fetch
 from icbhi_fixtures import RECORDINGS, make_icbhi
 from rsckd.cli import main
 from rsckd.errors import UserError
+from rsckd.fetch import dry_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ROOT / "configs/paper-inputs.yaml"
@@ -216,6 +217,20 @@ def test_dry_run_lists_every_source_with_pin_and_destination(capsys):
     assert "694f673df6520a3158624e8a89af086f59923ee4cd7436fe5bc3bc71d295ad81" in out  # pinned sha256
     assert "md5 e25e26b84585b14c7754c91e48efc9be" in out
     assert "recorded at first download" in out
+
+
+def test_dry_run_shows_the_checksums_the_lock_holds(capsys):
+    sources = yaml.safe_load(SOURCES.read_text())["sources"]
+    hub, url = (
+        next(s for s in sources if s["kind"] == kind and not s.get("sha256")) for kind in ("hub", "url")
+    )
+    dry_run(
+        sources, {hub["name"]: {"revision": "a" * 40, "sha256": "b" * 64}, url["name"]: {"sha256": "c" * 64}}
+    )
+    out = capsys.readouterr().out
+    assert f"files: sha256 {'b' * 64} (lock)" in out and f"sha256 {'c' * 64} (lock)" in out
+    unpinned = [s for s in sources if not s.get("sha256")]
+    assert out.count("sha256 recorded at first download") == len(unpinned) - 2
 
 
 def test_whole_fetch_then_second_run_downloads_nothing(workdir, server, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -115,6 +116,8 @@ def test_windows_cover_the_recording() -> None:
     assert windows(5.0, 2.0) == [(0.0, 2.0), (2.0, 4.0), (4.0, 5.0)]
     assert windows(4.5, 2.0) == [(0.0, 2.0), (2.0, 4.0)]  # a 0.5 s tail is mostly padding: dropped
     assert windows(0.5, 8.0) == [(0.0, 0.5)]  # unless it is all there is
+    assert windows(1.2, 0.5) == [(0.0, 0.5), (0.5, 1.0)]  # windows under MIN_TAIL_S: only the tail is short
+    assert windows(1.0, 0.1) == [(round(0.1 * i, 6), round(0.1 * (i + 1), 6)) for i in range(10)]
     with pytest.raises(UserError, match="--window-s"):
         windows(5.0, 0.0)
 
@@ -142,3 +145,28 @@ def test_missing_inputs_are_user_errors(project: Path, tmp_path: Path) -> None:
         predict(
             parse(str(wav), "--annotations", str(tmp_path / "x.txt"), "--model", str(project / "runs/cnn6"))
         )
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda config: "{oops", "malformed run config, not valid JSON"),
+        (
+            lambda config: json.dumps({k: v for k, v in config.items() if k != "feature_kind"}),
+            "missing feature_kind",
+        ),
+        (
+            lambda config: json.dumps({**config, "feature_kind": "mfcc"}),
+            "feature_kind 'mfcc', expected one of",
+        ),
+        (lambda config: json.dumps({**config, "feature_shape": [0, 16]}), "feature_shape [0, 16], expected"),
+    ],
+    ids=["not_json", "missing_key", "unknown_kind", "bad_shape"],
+)
+def test_damaged_run_config_is_a_user_error(project: Path, tmp_path: Path, damage, expected: str) -> None:
+    wav = next((project / "data/synthetic/ICBHI_final_database").glob("*.wav"))
+    run = tmp_path / "run"
+    shutil.copytree(project / "runs/cnn6", run)
+    (run / "config.json").write_text(damage(json.loads((run / "config.json").read_text())))
+    with pytest.raises(UserError, match=re.escape(f"{run / 'config.json'}: {expected}")):
+        predict(parse(str(wav), "--model", str(run)))

@@ -128,6 +128,7 @@ def test_summary_cli(cfg: dict, capsys: pytest.CaptureFixture[str]) -> None:
         "patients: 6 (train 4, test 3; in both splits: 102)",
         "  train: 8 (normal 4, crackle 2, wheeze 1, both 1)",
         "  test: 4 (normal 2, crackle 1, wheeze 1, both 0)",
+        "diagnoses:\n  COPD: 6 patients, cycles 12 (normal 6, crackle 3, wheeze 2, both 1)\n",
         "native sample rates: 4000 Hz x 5, 10000 Hz x 1, 44100 Hz x 2",
         "warnings: 1",
     ):

@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,7 @@ from rsckd.errors import UserError
 from rsckd.report.build import build_report, report_profile
 from rsckd.report.figures import figure2_noise_note
 from rsckd.report.tables import load_runs, paper_values, runs_of
+from run_fixtures import cycle_table
 
 REPO = Path(__file__).resolve().parents[1]
 KS = [1, 3, 5]
@@ -103,8 +105,17 @@ def project(tmp_path: Path) -> Path:
 
 
 def report(root: Path) -> None:
-    build_report(
-        _params(root), root / "metrics", root / "plots", root / "reports/tables.md", root / "features"
+    build_report(_params(root), *outputs_of(root))
+
+
+def outputs_of(root: Path) -> Iterator[Path]:
+    """build_report's paths under ``root``, after the params."""
+    return (
+        root / "metrics",
+        root / "plots",
+        root / "reports/tables.md",
+        root / "features",
+        root / "cycles.csv",
     )
 
 
@@ -278,7 +289,7 @@ def test_report_json_is_a_numeric_headline_in_the_papers_names(project: Path) ->
 def test_report_json_names_another_distilled_architecture_by_its_label(project: Path) -> None:
     params = _params(project)
     params.distill.arch = "cnn6"
-    build_report(params, project / "metrics", project / "plots", project / "reports/tables.md", project / "f")
+    build_report(params, *outputs_of(project))
     headline = json.loads((project / "metrics/report.json").read_text())
     assert list(headline)[:4] == ["CNN6", "CNN6-d", "BTS++", "CNN6-d++"]
 
@@ -357,6 +368,11 @@ def test_inference_cost_compares_one_student_with_the_ensembles(project: Path) -
     t, f = feature_shape("clap", cfg, int(params.cycles.desired_length_s * cfg.sample_rate))
     dump(project / "features/clap/meta.json", {"kind": "clap", "shape": [10, t, f]})
     report(project)
+    assert json.loads((project / "metrics/inference_cost.json").read_text()) == {"computed": False}
+    cycle_table(4, 0, 4, ["a first prompt", "a second one"], per_patient=2).to_csv(
+        project / "cycles.csv", index=False
+    )
+    report(project)
     first = (project / "metrics/inference_cost.json").read_bytes()
     cost = json.loads(first)
     assert cost["student"]["arch"] == "bts" and cost["student"]["feature_shape"] == [t, f]
@@ -368,3 +384,10 @@ def test_inference_cost_compares_one_student_with_the_ensembles(project: Path) -
     assert "| bts teacher ensemble | 5 |" in md and "| 5.0 |" in md
     report(project)
     assert (project / "metrics/inference_cost.json").read_bytes() == first
+
+
+def test_inference_cost_counts_the_trained_models_parameters() -> None:
+    """The committed default's cost table and Table 2 count the same BTS (the DAG test regenerates both)."""
+    cost = json.loads((REPO / "metrics/inference_cost.json").read_text())
+    for role, run in (("student", "baseline/s1.json"), ("teacher", "teachers/s1.json")):
+        assert cost[role]["n_params"] == json.loads((REPO / "metrics" / run).read_text())["n_params"], role

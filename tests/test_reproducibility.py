@@ -3,8 +3,9 @@
 The committed outputs were made on one x86-64 machine; users and CI run on others. Each case below reruns
 the data stages in a fresh copy of the repository, with the CPU libraries told to act as a CPU with fewer
 vector extensions (numpy's run-time dispatch capped at x86-64-v2 or v3, ATen's kernels at plain or AVX2,
-MKL's and oneDNN's code branches, glibc's libm without FMA or AVX), with 1 or 2 threads (the feature stages
-take theirs from ``runtime.threads``: 2 in the v3 case, which runs no training), and asserts that every
+MKL's and oneDNN's code branches, glibc's libm without FMA or AVX), with numpy's BLAS on 2 or 1 threads
+(``OMP_NUM_THREADS``; every torch stage takes its own from ``runtime.threads``, the committed 1 but for the
+feature stages of the v3 case, which runs no training, on 2), and asserts that every
 stage's entry in dvc.lock (hence every output byte) is the committed one, but for the thread count it
 records. The most restricted case (v2) also reruns two training runs (a BTS baseline and a CNN6). The data
 stages must not depend on any of these; the training stages are pinned by ``runtime.cpu_kernels:
@@ -25,15 +26,15 @@ DATA_STAGES = ("synthesize", "prepare", "features@clap", "features@fbank")
 TRAINING_STAGES = ("baseline@1", "arch_hard@cnn6-1")
 NUMPY_V2 = "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"  # numpy 2.4's dispatch targets above its x86-64-v2 baseline
 CPUS = {  # this CPU with its own thread count is the default DAG of test_pipeline.py
-    "x86-64-v2-2-threads": {
+    "x86-64-v2": {
         "NPY_DISABLE_CPU_FEATURES": NUMPY_V2,
         "ATEN_CPU_CAPABILITY": "default",
         "MKL_CBWR": "COMPATIBLE",
         "ONEDNN_MAX_CPU_ISA": "SSE41",
         "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2,-FMA,-AVX512F,-AVX",
-        "OMP_NUM_THREADS": "2",
+        "OMP_NUM_THREADS": "2",  # numpy's BLAS; torch's threads are runtime.threads
     },
-    "x86-64-v3-1-thread": {
+    "x86-64-v3-2-feature-threads": {
         "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
         "ATEN_CPU_CAPABILITY": "avx2",
         "MKL_CBWR": "AVX2",

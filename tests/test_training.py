@@ -312,6 +312,9 @@ def test_cli_flag_errors(ws, capsys):
     assert "needs --soft" in capsys.readouterr().err
     assert cli_main([*base, "--epochs", "0"]) == 2
     assert "--epochs: expected an integer >= 1, got 0" in capsys.readouterr().err
+    base[base.index("--seed") + 1] = "-1"
+    assert cli_main(base) == 2
+    assert "--seed: expected an integer >= 0 and <= 4294967295, got -1" in capsys.readouterr().err
 
 
 def test_checkpoints_are_spaced_by_wall_time_and_keep_their_key(ws, capsys):

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -105,8 +104,8 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
     write_bytes(path, text.encode())
 
 
-def write_json(path: str | os.PathLike[str], obj: Any, digits: int = FLOAT_DIGITS) -> None:
-    write_bytes(path, json_bytes(obj, digits))
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    write_bytes(path, json_bytes(obj))
 
 
 def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
@@ -133,8 +132,3 @@ def content_digest(path: str | os.PathLike[str]) -> str:
     files = sorted(p for p in root.rglob("*") if p.is_file() and ".cache" not in p.relative_to(root).parts)
     listing = "".join(f"{p.relative_to(root).as_posix()}\t{file_digest(p)}\n" for p in files)
     return hashlib.sha256(listing.encode()).hexdigest()
-
-
-def scratch_dir(prefix: str) -> Path:
-    """A private temporary directory (caller removes it)."""
-    return Path(tempfile.mkdtemp(prefix=prefix))

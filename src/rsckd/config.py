@@ -17,6 +17,7 @@ from pydantic import BeforeValidator, create_model, model_validator
 
 from rsckd.ablations import ABLATIONS
 from rsckd.architectures import ARCHITECTURES, ModelBlock
+from rsckd.data.prompts import PROMPT_LOCATION_MODES
 from rsckd.errors import UserError
 from rsckd.schema import BOOLEAN, TEXT, Block, choice, fail, integer, number, unique_list, validated
 
@@ -40,7 +41,7 @@ class Data(Block):
     demographics_file: TEXT | None
     diagnosis_file: TEXT | None
     metadata_file: TEXT | None
-    prompt_location: choice("patient", "recording")
+    prompt_location: choice(*PROMPT_LOCATION_MODES)
     val_fraction: number(ge=0, le=0.9)
     val_seed: integer(0)
 
@@ -144,7 +145,9 @@ def _known_arch(value: Any) -> str:
 
 
 ARCH = Annotated[str, BeforeValidator(_known_arch)]
-SEEDS = unique_list(integer(0))
+MAX_SEED = 2**32 - 1  # numpy's seed range
+SEED = integer(0, MAX_SEED)
+SEEDS = unique_list(SEED)
 METHOD_LIST = unique_list(choice(*METHODS))
 
 
@@ -227,9 +230,13 @@ class Params(Block):
             )
         if len(self.distill.seeds) < 2:
             raise fail("the second-generation ensemble needs at least 2 student seeds", "distill.seeds")
+        no_val = "'val' needs a validation split (data.val_fraction > 0)"
         for arch, train in self.train.items():
             if train.select == "val" and self.data.val_fraction == 0:
-                raise fail("'val' needs a validation split (data.val_fraction > 0)", f"train.{arch}.select")
+                raise fail(no_val, f"train.{arch}.select")
+        curated = "curated" in self.ablation.variants
+        if curated and self.ensemble.curate_by == "val" and self.data.val_fraction == 0:
+            raise fail(no_val, "ensemble.curate_by")
         clap = self.features.clap
         if clap.f_min >= clap.f_max or clap.f_max > clap.sample_rate / 2:
             raise fail(
@@ -266,6 +273,8 @@ def read_yaml(path: Path, missing: str) -> Any:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({err})") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text ({err})") from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

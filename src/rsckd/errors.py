@@ -1,4 +1,5 @@
-"""One exception type for every problem a user can fix (bad file, bad parameter).
+"""One exception type for every problem a user can fix (bad file, bad parameter), and the readers that turn a
+missing or malformed file into it.
 
 The CLI prints its message as one line and exits with status 2, so a user never sees a traceback
 from deep inside a library for a mistake of theirs.
@@ -6,7 +7,13 @@ from deep inside a library for a mistake of theirs.
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class UserError(Exception):
@@ -16,3 +23,26 @@ class UserError(Exception):
 def warn(message: str) -> None:
     """Report a tolerated real-world quirk on stderr (one line, prefixed so it can be grepped)."""
     print(f"warning: {message}", file=sys.stderr)
+
+
+def read_json(path: Path, what: str, writer: str) -> Any:
+    """A JSON file's content; missing or malformed is a UserError naming the file and what writes it."""
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found (written by {writer})")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: malformed {what}, not valid JSON ({err})") from None
+
+
+def load_npy(path: Path, what: str, writer: str, mmap: bool = False) -> np.ndarray:
+    """A .npy array (never a pickle); missing or unreadable is a UserError naming the file and what writes it.
+    The caller checks shape and dtype, which only it knows."""
+    import numpy as np
+
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found (written by {writer})")
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: not a readable .npy file ({err})") from None

@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -32,7 +31,7 @@ from dvc.exceptions import DvcException
 
 from rsckd.atomic import atomic_path, content_digest, file_digest, replace_dir, write_json
 from rsckd.config import read_yaml
-from rsckd.errors import UserError
+from rsckd.errors import UserError, read_json
 
 SOURCES = "configs/paper-inputs.yaml"
 PARAMS = "configs/paper.yaml"
@@ -90,12 +89,7 @@ def lock_path(sources: str | os.PathLike[str]) -> Path:
 
 
 def load_lock(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON ({err}); restore it from git") from None
+    return read_json(path, "lock", "`rsckd fetch`") if path.is_file() else {}
 
 
 def _repin(sources: Path) -> str:
@@ -419,22 +413,17 @@ def fetch_source(
 def dry_run(sources: list[dict[str, Any]], lock: dict[str, Any]) -> None:
     for src in sources:
         entry = lock.get(src["name"], {})
+        locked = (
+            f"sha256 {entry['sha256']} (lock)" if entry.get("sha256") else "sha256 recorded at first download"
+        )
         if src["kind"] == "hub":
             revision = src["revision"] or entry.get("revision") or "main (commit recorded at first download)"
             pin = f"{src['repo']}@{revision}"
-            check = "files: " + (
-                "sha256 in lock" if entry.get("files") else "sha256 recorded at first download"
-            )
+            check = f"files: {locked}"
         else:
             pin = src["url"]
             sums = [f"{a} {src[a]}" for a in ("sha256", "md5") if src.get(a)]
-            if not src.get("sha256"):
-                sums.append(
-                    f"sha256 {entry['sha256']} (lock)"
-                    if entry.get("sha256")
-                    else "sha256 recorded at first download"
-                )
-            check = ", ".join(sums)
+            check = ", ".join(sums if src.get("sha256") else [*sums, locked])
         target = src["dest"] + (f" -> {src['place']}" if src.get("place") else "")
         print(f"{src['name']} [{src['kind']}]\n  source: {pin}\n  check: {check}\n  to: {target}")
 

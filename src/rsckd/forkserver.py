@@ -173,12 +173,12 @@ def _stop_when_gone(conn: socket.socket) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def start(python: str = sys.executable) -> tuple[str, subprocess.Popen]:
+def start() -> tuple[str, subprocess.Popen]:
     """Start a server in a new temporary directory: (its socket path, its process). Its socket appears once
     it has imported everything; commands that come earlier, or find it failed (its error is on stderr), run in
     their own processes."""
     path = str(Path(tempfile.mkdtemp(prefix="rsckd-forkserver-")) / "socket")
-    command = [python, "-m", "rsckd.forkserver", path, str(os.getpid())]
+    command = [sys.executable, "-m", "rsckd.forkserver", path, str(os.getpid())]
     return path, subprocess.Popen(command, stdout=subprocess.DEVNULL)
 
 

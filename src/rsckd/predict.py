@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +26,16 @@ MIN_TAIL_S = 1.0  # a last window shorter than this is dropped (it would be most
 
 
 def windows(duration_s: float, window_s: float) -> list[tuple[float, float]]:
-    """Consecutive windows covering the recording; a short tail is kept only when it is all there is."""
+    """Consecutive windows covering the recording. Only the last one can be short; it is dropped when shorter
+    than ``MIN_TAIL_S`` (or than a shorter window), unless it is all there is."""
     if window_s <= 0:
         raise UserError(f"--window-s: expected a positive length in seconds, got {window_s}")
-    rows, start = [], 0.0
-    while start < duration_s:
-        end = min(start + window_s, duration_s)
-        if end - start >= MIN_TAIL_S or not rows:
+    shortest = min(MIN_TAIL_S, window_s) - 1e-9  # starts are i * window_s, so no full window falls short
+    rows = []
+    for i in range(math.ceil(duration_s / window_s - 1e-9)):
+        start, end = i * window_s, min((i + 1) * window_s, duration_s)
+        if end - start >= shortest or not rows:
             rows.append((round(start, 6), round(end, 6)))
-        start += window_s
     return rows
 
 

@@ -44,8 +44,9 @@ def _not_bool(value: Any) -> Any:
     return value
 
 
-def integer(ge: int) -> Any:
-    return Annotated[int, Field(strict=True, ge=ge), Expected(f"an integer >= {ge}")]
+def integer(ge: int, le: int | None = None) -> Any:
+    bound = f">= {ge}" + ("" if le is None else f" and <= {le}")
+    return Annotated[int, Field(strict=True, ge=ge, le=le), Expected(f"an integer {bound}")]
 
 
 def number(*, gt: float | None = None, ge: float | None = None, le: float | None = None) -> Any:

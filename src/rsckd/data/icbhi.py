@@ -446,7 +446,7 @@ def read_dataset(cfg: Data) -> Dataset:
         if diagnosis.is_file():
             diagnoses = _read_diagnoses(diagnosis, note)
         else:
-            note(f"{diagnosis}: diagnosis file not found (data.diagnosis_file; informational only)")
+            note(f"{diagnosis}: diagnosis file not found (data.diagnosis_file; no per-diagnosis counts)")
 
     chosen, prompt_notes = prompt_locations(recordings, locations, cfg.prompt_location)
     for message in prompt_notes:

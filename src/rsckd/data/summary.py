@@ -1,8 +1,8 @@
 """``rsckd data summary ROOT``: what an ICBHI-layout dataset holds, before any stage runs on it.
 
 The same :func:`summarize` writes ``summary.json`` in ``rsckd prepare``, so the numbers a user checks by
-hand (files, patients, cycles per split and class, prompts, sample rates, warnings) are the ones the
-pipeline used.
+hand (files, patients, cycles per split and class, diagnoses, prompts, sample rates, warnings) are the ones
+the pipeline used.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from rsckd.atomic import json_bytes
 from rsckd.config import Data
 from rsckd.data.icbhi import DATA_DEFAULTS, Dataset, data_block, read_dataset
+from rsckd.data.prompts import PROMPT_LOCATION_MODES
 from rsckd.data.table import LABEL_NAMES
 
 
@@ -23,7 +24,7 @@ def _class_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def summarize(dataset: Dataset, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts per split and subset, patients, native rates, devices, distinct prompts and warnings."""
+    """Counts per split and subset, patients, diagnoses, native rates, devices, prompts and warnings."""
     recs = dataset.recordings
     splits = ("train", "test")
     patients = {s: sorted({r.patient for r in recs if r.split == s}) for s in splits}
@@ -44,6 +45,7 @@ def summarize(dataset: Dataset, rows: list[dict[str, Any]]) -> dict[str, Any]:
             s: {**_class_counts(sub), "patients": len({r["patient"] for r in sub})}
             for s, sub in subsets.items()
         },
+        "diagnoses": _diagnoses(dataset, rows),
         "native_sample_rates": {str(k): v for k, v in sorted(Counter(r.native_sr for r in recs).items())},
         "devices": dict(sorted(Counter(r.device for r in recs).items())),
         "prompts": {
@@ -51,6 +53,20 @@ def summarize(dataset: Dataset, rows: list[dict[str, Any]]) -> dict[str, Any]:
             **{s: len({r.prompt for r in recs if r.split == s}) for s in splits},
         },
         "warnings": list(dataset.warnings),
+    }
+
+
+def _diagnoses(dataset: Dataset, rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per diagnosis (data.diagnosis_file): its patients and their cycles per class; {} without the file."""
+    if not dataset.diagnoses:
+        return {}
+    of = {pid: dataset.diagnoses.get(pid, "unknown") for pid in {r.patient for r in dataset.recordings}}
+    return {
+        name: {
+            "patients": sum(d == name for d in of.values()),
+            **_class_counts([r for r in rows if of[r["patient"]] == name]),
+        }
+        for name in sorted(set(of.values()))
     }
 
 
@@ -71,6 +87,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  test: {classes(c['test'])}",
         "subsets:",
         *(f"  {s}: {classes(v)}, {v['patients']} patients" for s, v in summary["subsets"].items()),
+        *(["diagnoses:"] if summary["diagnoses"] else []),
+        *(f"  {d}: {v['patients']} patients, cycles {classes(v)}" for d, v in summary["diagnoses"].items()),
         "native sample rates: "
         + ", ".join(f"{sr} Hz x {n}" for sr, n in summary["native_sample_rates"].items()),
         "devices: " + ", ".join(f"{d} {n}" for d, n in summary["devices"].items()),
@@ -94,7 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             f"--{key.replace('_', '-')}", default=DATA_DEFAULTS[key], help=f"default: {DATA_DEFAULTS[key]}"
         )
     p.add_argument(
-        "--prompt-location", choices=("patient", "recording"), default=DATA_DEFAULTS["prompt_location"]
+        "--prompt-location", choices=PROMPT_LOCATION_MODES, default=DATA_DEFAULTS["prompt_location"]
     )
     p.add_argument("--val-fraction", type=float, default=DATA_DEFAULTS["val_fraction"])
     p.add_argument("--val-seed", type=int, default=DATA_DEFAULTS["val_seed"])

@@ -374,7 +374,7 @@ def synthesize(cfg: Synthesize, out: str | Path, workers: int = 2) -> dict[str, 
         ]
         write_text(tmp / DEMOGRAPHICS_NAMES[0], "".join("\t".join(d) + "\n" for d in demo))
         write_text(
-            tmp / "metadata.txt",
+            tmp / DATA_DEFAULTS["metadata_file"],
             "".join("\t".join([*d, p.location]) + "\n" for d, p in zip(demo, patients, strict=True)),
         )
         write_text(

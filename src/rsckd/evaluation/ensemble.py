@@ -9,7 +9,6 @@ noise_var), so a variant's stage depends on exactly what it reads and a new swee
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,30 +19,19 @@ from rsckd.ablations import ABLATIONS
 from rsckd.atomic import atomic_dir, save_npy, write_json, write_text
 from rsckd.config import Params, load_params
 from rsckd.data.table import load_cycles
-from rsckd.errors import UserError
+from rsckd.errors import UserError, load_npy, read_json
 from rsckd.evaluation.icbhi_score import scores_from_logits
 
 
 def read_logits(run_dir: Path, split: str, n_rows: int) -> np.ndarray:
     """Load a run's logits for one split and check they line up with the cycle table."""
     path = run_dir / f"logits_{split}.npy"
-    if not path.is_file():
-        raise UserError(f"{path}: missing (expected the {split} logits written by `rsckd train`)")
-    logits = np.load(path)
+    logits = load_npy(path, f"{split} logits", "`rsckd train`")
     if logits.shape != (n_rows, 4) or logits.dtype != np.float32:
         raise UserError(
             f"{path}: expected float32 logits of shape ({n_rows}, 4), got {logits.dtype} {logits.shape}"
         )
     return logits
-
-
-def read_metrics(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing (expected the run metrics written by `rsckd train`)") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON ({err})") from None
 
 
 def ensemble_scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -99,7 +87,9 @@ def run_ensemble(
     runs = [teachers_dir / f"s{seed}" for seed in seeds]
     train_logits = np.stack([read_logits(r, "train", len(train)) for r in runs])
     test_logits = np.stack([read_logits(r, "test", len(test_labels)) for r in runs])
-    teacher_metrics = {seed: read_metrics(metrics_dir / f"s{seed}.json") for seed in seeds}
+    teacher_metrics = {
+        seed: read_json(metrics_dir / f"s{seed}.json", "run metrics", "`rsckd train`") for seed in seeds
+    }
 
     def rows_of(chosen: list[int]) -> list[int]:
         return [seeds.index(s) for s in chosen]

@@ -16,6 +16,7 @@ import torch
 
 from rsckd.architectures import ModelBlock
 from rsckd.errors import UserError
+from rsckd.models.base import pretrained_path
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4, as RoBERTa: bos 0, pad 1, eos 2
 LOCAL_VOCAB_SIZE = 1000  # upper bound; BPE stops earlier once every prompt word is one token
@@ -78,12 +79,8 @@ def local_tokenizer(prompts: list[str]) -> Any:
 
 def build_tokenizer(cfg: ModelBlock, prompts: list[str]) -> Any:
     """The ``cfg.pretrained`` directory's own tokenizer if set, else a local BPE of the prompts."""
-    if cfg.pretrained is not None:
-        path = Path(cfg.pretrained)
-        if not path.exists():
-            raise UserError(f"models.bts.pretrained: {path} not found (a local CLAP directory)")
-        return load_tokenizer(path, "models.bts.pretrained")
-    return local_tokenizer(prompts)
+    path = pretrained_path("bts", cfg)
+    return local_tokenizer(prompts) if path is None else load_tokenizer(path, "models.bts.pretrained")
 
 
 def tokenize(tokenizer: Any, prompts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:

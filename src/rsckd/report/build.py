@@ -1,8 +1,8 @@
 """The `report` stage: Figures 2-3, Tables 1-3, headline metrics and the inference-cost comparison.
 
-Reads only the fan-in metrics files, the params lists and the feature meta.json (the model input shape),
-so it re-runs in seconds whenever any result changes. Missing optional results are shown as "-": the report
-of a half-finished sweep is still useful.
+Reads only the fan-in metrics files, the params lists, the feature meta.json (the model input shape) and the
+cycle table's prompts (the text tokenizer, as training builds it), so it re-runs in seconds whenever any
+result changes. Missing optional results are shown as "-": a half-finished sweep still reports.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from rsckd.architectures import ARCHITECTURES, architecture
 from rsckd.atomic import clean_json, write_bytes, write_json, write_text
 from rsckd.config import Params, load_params
 from rsckd.data.prompts import bts_prompt
+from rsckd.data.table import load_cycles
 from rsckd.errors import UserError, warn
 from rsckd.report import figures, tables
 from rsckd.report.tables import Profile, arch_cell, runs_of, seed_stats
@@ -110,8 +111,9 @@ def _present_numbers(tree: dict[str, Any]) -> dict[str, Any]:
     return {key: v for key, v in kept.items() if v is not None and v != {}}
 
 
-def model_cost(arch: str, prof: Profile, features_dir: Path) -> dict[str, Any] | None:
-    """Parameters and FLOPs of one forward pass of `arch` on one cycle (None without features)."""
+def model_cost(arch: str, prof: Profile, features_dir: Path, cycles: Path) -> dict[str, Any] | None:
+    """Parameters and FLOPs of one forward pass of `arch` on one cycle (None without its inputs): the model
+    `rsckd train` builds, its text tokenizer (without pretrained weights) from the cycle table's prompts."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -130,7 +132,10 @@ def model_cost(arch: str, prof: Profile, features_dir: Path) -> dict[str, Any] |
     torch.manual_seed(0)
     tokenizer, inputs = None, {}
     if architecture(arch).reads_prompt:
-        tokenizer = build_tokenizer(cfg, [COST_PROMPT])
+        if not cycles.is_file():
+            warn(f"{cycles}: missing, inference cost of {arch} not computed")
+            return None
+        tokenizer = build_tokenizer(cfg, load_cycles(cycles)["prompt"].tolist())
         ids, mask = tokenize(tokenizer, [COST_PROMPT], cfg.max_text_length)
         inputs = {"input_ids": ids, "attention_mask": mask}
     model = build_model(arch, cfg, (t, f), tokenizer=tokenizer).eval()
@@ -145,13 +150,13 @@ def model_cost(arch: str, prof: Profile, features_dir: Path) -> dict[str, Any] |
     }
 
 
-def inference_cost(prof: Profile, features_dir: Path) -> dict[str, Any] | None:
+def inference_cost(prof: Profile, features_dir: Path, cycles: Path) -> dict[str, Any] | None:
     """One student vs the k-teacher ensembles of the sweep and the full one: the paper's cost argument."""
-    student = model_cost(prof.distill_arch, prof, features_dir)
+    student = model_cost(prof.distill_arch, prof, features_dir, cycles)
     teacher = (
         student
         if prof.teacher_arch == prof.distill_arch
-        else model_cost(prof.teacher_arch, prof, features_dir)
+        else model_cost(prof.teacher_arch, prof, features_dir, cycles)
     )
     if student is None or teacher is None:
         return None
@@ -180,14 +185,14 @@ def subtitle(prof: Profile) -> str:
 
 
 def build_report(
-    params: Params, metrics_dir: Path, plots_dir: Path, tables_path: Path, features_dir: Path
+    params: Params, metrics_dir: Path, plots_dir: Path, tables_path: Path, features_dir: Path, cycles: Path
 ) -> None:
     prof = report_profile(params)
     runs = tables.load_runs(metrics_dir, prof.seeds)
     ensemble, second_gen = tables.load_ensemble(metrics_dir), tables.load_second_gen(metrics_dir)
     paper = tables.paper_values()
     fig2, fig3 = figures.figure2_frame(runs, prof), figures.figure3_frame(runs, ensemble, prof)
-    cost = inference_cost(prof, features_dir)
+    cost = inference_cost(prof, features_dir, cycles)
     sections = [
         tables.profile_header(prof),
         tables.table1(runs, ensemble, second_gen, prof, paper),
@@ -221,6 +226,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--features-dir", default="data/features", help="for <kind>/meta.json (model input shape)"
     )
+    parser.add_argument(
+        "--cycles", default="data/prepared/cycles.csv", help="cycle table (its prompts: the text tokenizer)"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -230,6 +238,7 @@ def run(args: argparse.Namespace) -> None:
         Path(args.plots_dir),
         Path(args.tables),
         Path(args.features_dir),
+        Path(args.cycles),
     )
     print(
         f"report: {args.tables}, {args.plots_dir}/figure2.png, {args.plots_dir}/figure3.png, "

@@ -9,7 +9,6 @@ and a mean / std / count over seeds.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from rsckd.errors import UserError
+from rsckd.errors import UserError, read_json
 
 METRICS = ["sp", "se", "score"]
 PROTOCOLS = {"literature": "best test epoch", "last": "last epoch", "val": "val-selected"}
@@ -89,10 +88,7 @@ def _load(path: Path, is_valid: Callable[[Any], bool], expected: str) -> Any:
     """A metrics file's content, None when absent; a malformed one is a UserError naming it."""
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: malformed metrics file, not valid JSON ({err})") from None
+    data = read_json(path, "metrics file", "its stage")
     if not is_valid(data):
         raise UserError(f"{path}: malformed metrics file, expected {expected}")
     return data
@@ -142,7 +138,7 @@ def load_second_gen(metrics_dir: Path) -> dict[str, Any] | None:
     return _load(
         metrics_dir / "second_gen.json",
         lambda d: isinstance(d, dict) and _is_number(d.get("k")) and _is_scores(d.get("students")),
-        "k, method and a students block with numbers sp, se, score",
+        "a number k and a students block with numbers sp, se, score",
     )
 
 
@@ -410,7 +406,7 @@ def sweep_table(runs: pd.DataFrame, prof: Profile) -> str:
 def cost_table(cost: dict[str, Any] | None) -> str:
     title = "## Inference cost: one student vs the k-teacher ensemble\n\n"
     if cost is None:
-        return title + "Not computed: the feature meta.json of the student's feature kind is missing."
+        return title + "Not computed: an input of the student or teacher model is missing (see the warnings)."
     note = (
         f"FLOPs of one forward pass on one cycle (batch 1, feature shape {cost['student']['feature_shape']}) "
         "counted by torch.utils.flop_counter.FlopCounterMode (2 FLOPs per multiply-add of matmul, conv and "

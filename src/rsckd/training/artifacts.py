@@ -8,7 +8,6 @@ rebuild the model) and, for text models, tokenizer/. The directory is replaced a
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,8 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from rsckd.atomic import atomic_dir, json_bytes, save_npy, write_bytes, write_text
-from rsckd.config import Params, Train
-from rsckd.errors import UserError
+from rsckd.config import FEATURE_BLOCKS, Params, Train
+from rsckd.errors import UserError, read_json
 from rsckd.training.loop import RunResult
 
 HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "test_loss", "test_sp", "test_se", "test_score")
@@ -69,6 +68,10 @@ def write_curves(out: str | os.PathLike[str], history: list[dict[str, Any]]) -> 
         (tmp / "metrics.json").unlink()
 
 
+# what rebuilding a run's model and inputs reads from its config.json (rsckd predict)
+RUN_CONFIG_KEYS = ("arch", "model", "feature_kind", "features", "cycles", "feature_shape")
+
+
 def run_config(
     arch: str, params: Params, train: Train, feature_kind: str, feature_shape: tuple[int, int], **extra: Any
 ):
@@ -104,6 +107,23 @@ def write_run(
             tokenizer.save_pretrained(str(tmp / "tokenizer"))
 
 
+def read_run_config(path: Path) -> dict[str, Any]:
+    """A run's config.json, checked for what rebuilding the model and its inputs reads."""
+    config = read_json(path, "run config", "`rsckd train`")
+    expected = "a config.json written by `rsckd train`"
+    missing = [key for key in RUN_CONFIG_KEYS if not isinstance(config, dict) or key not in config]
+    if missing:
+        raise UserError(f"{path}: missing {', '.join(missing)} (expected {expected})")
+    if config["feature_kind"] not in FEATURE_BLOCKS:
+        raise UserError(
+            f"{path}: feature_kind {config['feature_kind']!r}, expected one of {', '.join(FEATURE_BLOCKS)}"
+        )
+    shape = config["feature_shape"]
+    if not (isinstance(shape, list) and len(shape) == 2 and all(type(n) is int and n > 0 for n in shape)):
+        raise UserError(f"{path}: feature_shape {shape!r}, expected [frames, bins] (positive integers)")
+    return config
+
+
 def load_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"):
     """Rebuild a trained model from a run directory: (model in eval mode, config dict, tokenizer or None)."""
     from rsckd.architectures import architecture
@@ -115,7 +135,7 @@ def load_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
             raise UserError(
                 f"{run_dir / name}: missing (not a complete run directory written by `rsckd train`)"
             )
-    config = json.loads((run_dir / "config.json").read_text())
+    config = read_run_config(run_dir / "config.json")
     tokenizer = load_tokenizer(run_dir / "tokenizer") if (run_dir / "tokenizer").is_dir() else None
     block = architecture(config["arch"]).model_block(config["model"], str(run_dir / "config.json"))
     model = build_model(config["arch"], block, tuple(config["feature_shape"]), tokenizer=tokenizer)

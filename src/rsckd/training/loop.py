@@ -362,6 +362,17 @@ def _state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def check_run_data(data: RunData, cfg: Train, key: str) -> None:
+    """What the train.<arch> block ``cfg`` (params key ``key``) needs of the cycle table."""
+    if len(data.fit) < (cfg.batch_size if cfg.drop_last else 1):
+        raise UserError(
+            f"{key}.batch_size: {cfg.batch_size} is more than the {len(data.fit)} training cycles"
+            + (f" ({key}.drop_last: true)" if cfg.drop_last else "")
+        )
+    if cfg.select == "val" and len(data.val) == 0:
+        raise UserError(f"{key}.select: 'val' needs validation rows (subset == val) in the cycle table")
+
+
 def train(
     model: torch.nn.Module,
     data: RunData,
@@ -372,16 +383,11 @@ def train(
     epoch_hook: Callable[[int], None] | None = None,
     compile_mode: str = "off",
 ) -> RunResult:
-    """Train ``model`` (already on ``device``) under the train.<arch> block ``cfg``; leaves it holding the
-    selected checkpoint's weights (and its BatchNorm momenta scaled by ``average_as_lr_scale``)."""
+    """Train ``model`` (already on ``device``) under the train.<arch> block ``cfg`` (checked against ``data``
+    by ``check_run_data``); leaves it holding the selected checkpoint's weights (and its BatchNorm momenta
+    scaled by ``average_as_lr_scale``)."""
     epochs, bs = cfg.epochs, cfg.batch_size
     steps = len(data.fit) // bs if cfg.drop_last else math.ceil(len(data.fit) / bs)
-    if steps == 0:
-        raise UserError(
-            f"train.batch_size: {bs} is more than the {len(data.fit)} training cycles (drop_last: true)"
-        )
-    if cfg.select == "val" and len(data.val) == 0:
-        raise UserError("train.select: 'val' needs validation rows (subset == val) in the cycle table")
     cuda = device.type == "cuda"
     eval_bs = eval_batch_size(device)
     fit, test = DeviceCycles(data.fit, data.tokens, device), DeviceCycles(data.test, data.tokens, device)

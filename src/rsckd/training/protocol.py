@@ -53,13 +53,14 @@ def average_as_lr_scale(model: torch.nn.Module, beta: float) -> float:
     return scale
 
 
-def _entry(row: dict[str, Any], prefix: str = "test") -> dict[str, Any]:
+def _entry(row: dict[str, Any]) -> dict[str, Any]:
+    """A history row's test results (every selection reports the checkpoint's test numbers)."""
     return {
         "epoch": row["epoch"],
-        "sp": row[f"{prefix}_sp"],
-        "se": row[f"{prefix}_se"],
-        "score": row[f"{prefix}_score"],
-        "loss": row[f"{prefix}_loss"],
+        "sp": row["test_sp"],
+        "se": row["test_se"],
+        "score": row["test_score"],
+        "loss": row["test_loss"],
     }
 
 

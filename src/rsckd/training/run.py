@@ -17,10 +17,10 @@ import numpy as np
 from rsckd.ablations import ABLATIONS
 from rsckd.architectures import ARCHITECTURES, architecture
 from rsckd.atomic import file_digest, write_json
-from rsckd.config import Params, load_params
-from rsckd.errors import UserError
+from rsckd.config import MAX_SEED, Params, load_params
+from rsckd.errors import UserError, load_npy
 from rsckd.training.artifacts import run_config, write_curves, write_run
-from rsckd.training.loop import pick_device, seed_everything, slice_sets, train
+from rsckd.training.loop import check_run_data, pick_device, seed_everything, slice_sets, train
 from rsckd.training.resume import Checkpoints, resume_dir
 from rsckd.training.targets import (
     NEEDS_SOFT_FILE,
@@ -69,11 +69,7 @@ def resolve_target(target: str | None, soft: str | None, ablation: str | None) -
 
 def load_features(features_dir: Path, n_rows: int) -> np.ndarray:
     path = features_dir / "features.npy"
-    if not path.is_file():
-        raise UserError(
-            f"{path}: features not found (run `rsckd features` for this architecture's kind first)"
-        )
-    features = np.load(path, mmap_mode="r")
+    features = load_npy(path, "features", "`rsckd features` for this architecture's kind", mmap=True)
     if features.ndim != 3 or features.shape[0] != n_rows or features.dtype != np.float32:
         raise UserError(
             f"{path}: expected float32 features of shape ({n_rows}, T, F) for the {n_rows} cycle-table rows, "
@@ -104,6 +100,8 @@ def train_run(
 
     if epochs is not None and epochs < 1:
         raise UserError(f"--epochs: expected an integer >= 1, got {epochs}")
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"--seed: expected an integer >= 0 and <= {MAX_SEED}, got {seed}")
     target, soft_path = resolve_target(target, soft, ablation)
     spec = architecture(arch)
     kind = spec.feature_kind
@@ -154,6 +152,7 @@ def train_run(
     model = build_model(arch, model_cfg, feature_shape, tokenizer=tokenizer).to(device)
 
     data = slice_sets(features, labels, split, subset, targets, prompt_index, tokens)
+    check_run_data(data, train_cfg, f"train.{arch}")
     result = train(model, data, train_cfg, seed, device, checkpoints, epoch_hook, runtime.compile)
 
     config = run_config(

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from rsckd.config import TARGETS
-from rsckd.errors import UserError
+from rsckd.errors import UserError, load_npy
 from rsckd.evaluation.icbhi_score import N_CLASSES
 
 NEEDS_SOFT_FILE = ("mean", "random", "noise_teacher_var", "raw_logits")
@@ -38,12 +38,7 @@ def load_soft_logits(path: str | Path, n_train: int) -> np.ndarray:
     """Read a (k, N_train, 4) teacher-logit file and check it matches the cycle table's train rows (k = 0: the
     file of an ablation variant that reads no teacher)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: soft-label file not found (written by `rsckd ensemble`)")
-    try:
-        soft = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise UserError(f"{path}: not a readable .npy file ({err})") from None
+    soft = load_npy(path, "soft-label file", "`rsckd ensemble`")
     if soft.ndim != 3 or soft.shape[2] != N_CLASSES:
         raise UserError(
             f"{path}: expected teacher logits of shape (k, N_train, {N_CLASSES}), got {soft.shape}"
