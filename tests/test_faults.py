@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import io
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ import yaml
 from icbhi_fixtures import RECORDINGS, make_icbhi, write_wav
 from params_edit import DELETE, set_key
 from rsckd.cli import main
+from rsckd.errors import UserError
 from run_fixtures import cycle_table, learnable_features
 
 REPO = Path(__file__).resolve().parents[1]
@@ -539,6 +541,12 @@ def test_matching_pretrained_directory_is_accepted(clap_dirs) -> None:
     assert model.head.in_features == 32
 
 
+def npz_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, logits=array)
+    return buffer.getvalue()
+
+
 SOFT_CASES = {
     "too_few_rows": (np.zeros((3, N_FIT + N_VAL - 5, 4), np.float32), ("has 35 rows", "40 train rows")),
     "wrong_classes": (
@@ -546,7 +554,9 @@ SOFT_CASES = {
         ("expected teacher logits of shape (k, N_train, 4)",),
     ),
     "nan_logits": (np.full((2, N_FIT + N_VAL, 4), np.nan, np.float32), ("contains NaN or infinite logits",)),
-    "not_npy": (None, ("not a readable .npy file",)),
+    "not_npy": (b"not an array", ("not a readable .npy file",)),
+    "empty_file": (b"", ("not a readable .npy file",)),
+    "npz": (npz_bytes(np.zeros((2, N_FIT + N_VAL, 4), np.float32)), ("not a .npy file (a NpzFile)",)),
     "pickled": (np.array([{}], dtype=object), ("not a readable .npy file",)),
 }
 
@@ -555,8 +565,8 @@ SOFT_CASES = {
 def test_soft_labels_not_matching_the_cycle_table(case, ws, previous_run, capsys, tally) -> None:
     array, fragments = SOFT_CASES[case]
     bad = previous_run.parent / "BAD.npy"
-    if array is None:
-        bad.write_bytes(b"not an array")
+    if isinstance(array, bytes):
+        bad.write_bytes(array)
     else:
         np.save(bad, array)
     fails_cleanly(
@@ -567,6 +577,28 @@ def test_soft_labels_not_matching_the_cycle_table(case, ws, previous_run, capsys
         str(bad),
         *fragments,
     )
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[]",
+        "{}",
+        json.dumps({"literature": {"score": "high"}, "val": None}),
+        json.dumps({"literature": {"score": 60.0}, "val": {"score": 55.0}}),
+    ],
+    ids=["a_list", "no_blocks", "score_not_a_number", "val_without_val_score"],
+)
+def test_malformed_teacher_metrics_name_the_file(tmp_path: Path, content: str) -> None:
+    from rsckd.evaluation.ensemble import read_teacher_metrics
+
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"literature": {"score": 60.0}, "val": {"val_score": 55.0}}))
+    assert read_teacher_metrics(good)["literature"]["score"] == 60.0
+    bad = tmp_path / "s1.json"
+    bad.write_text(content)
+    with pytest.raises(UserError, match=f"{bad}: malformed run metrics, expected a literature block"):
+        read_teacher_metrics(bad)
 
 
 # ---------------------------------------------------------------- faults

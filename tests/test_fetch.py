@@ -33,7 +33,7 @@ import rsckd.fetch as fetch
 from icbhi_fixtures import RECORDINGS, make_icbhi
 from rsckd.cli import main
 from rsckd.errors import UserError
-from rsckd.fetch import dry_run
+from rsckd.fetch import dry_run, load_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ROOT / "configs/paper-inputs.yaml"
@@ -217,6 +217,13 @@ def test_dry_run_lists_every_source_with_pin_and_destination(capsys):
     assert "694f673df6520a3158624e8a89af086f59923ee4cd7436fe5bc3bc71d295ad81" in out  # pinned sha256
     assert "md5 e25e26b84585b14c7754c91e48efc9be" in out
     assert "recorded at first download" in out
+
+
+def test_a_lock_that_is_not_an_object_is_refused(tmp_path):
+    lock = tmp_path / "paper-inputs.lock.json"
+    lock.write_text("[]")
+    with pytest.raises(UserError, match=f"{lock}: malformed lock, expected a JSON object"):
+        load_lock(lock)
 
 
 def test_dry_run_shows_the_checksums_the_lock_holds(capsys):

@@ -118,6 +118,7 @@ def test_windows_cover_the_recording() -> None:
     assert windows(0.5, 8.0) == [(0.0, 0.5)]  # unless it is all there is
     assert windows(1.2, 0.5) == [(0.0, 0.5), (0.5, 1.0)]  # windows under MIN_TAIL_S: only the tail is short
     assert windows(1.0, 0.1) == [(round(0.1 * i, 6), round(0.1 * (i + 1), 6)) for i in range(10)]
+    assert windows(1e-5, 1e5) == [(0.0, 1e-5)]  # a recording far shorter than the window is one window
     with pytest.raises(UserError, match="--window-s"):
         windows(5.0, 0.0)
 
@@ -141,6 +142,8 @@ def test_missing_inputs_are_user_errors(project: Path, tmp_path: Path) -> None:
         predict(parse(str(tmp_path / "none.wav"), "--model", str(project / "runs/cnn6")))
     with pytest.raises(UserError, match="config.json"):
         predict(parse(str(wav), "--model", str(tmp_path)))
+    with pytest.raises(UserError, match="--window-s: 1e-06 s is shorter than one sample"):
+        predict(parse(str(wav), "--window-s", "1e-6", "--model", str(project / "runs/cnn6")))
     with pytest.raises(UserError, match="annotation file not found"):
         predict(
             parse(str(wav), "--annotations", str(tmp_path / "x.txt"), "--model", str(project / "runs/cnn6"))

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from rsckd.cli import main
+from rsckd.data.table import load_cycles
 from rsckd.errors import UserError
 from rsckd.report.build import build_report, report_profile
 from rsckd.report.figures import figure2_noise_note
@@ -376,7 +377,14 @@ def test_inference_cost_compares_one_student_with_the_ensembles(project: Path) -
     first = (project / "metrics/inference_cost.json").read_bytes()
     cost = json.loads(first)
     assert cost["student"]["arch"] == "bts" and cost["student"]["feature_shape"] == [t, f]
-    assert cost["student"]["flops"] > 0 and cost["student"]["n_params"] > 0
+    assert cost["student"]["flops"] > 0
+    # the parameters of the BTS `rsckd train` builds on this cycle table (its tokenizer from the prompts)
+    from rsckd.models import build_model, build_tokenizer, count_parameters
+
+    prompts = sorted(set(load_cycles(project / "cycles.csv")["prompt"]))
+    bts = params.models["bts"]
+    trained = build_model("bts", bts, (t, f), tokenizer=build_tokenizer(bts, prompts))
+    assert cost["student"]["n_params"] == count_parameters(trained)
     assert sorted(cost["ensembles"], key=int) == ["1", "3", "5"]
     assert cost["ensembles"]["5"]["flops"] == 5 * cost["student"]["flops"]
     assert cost["ensembles"]["5"]["ratio"] == 5.0

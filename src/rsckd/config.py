@@ -270,7 +270,7 @@ def read_yaml(path: Path, missing: str) -> Any:
     if not path.is_file():
         raise UserError(f"{path}: {missing}")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({err})") from None
     except UnicodeDecodeError as err:

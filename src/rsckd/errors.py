@@ -26,23 +26,27 @@ def warn(message: str) -> None:
 
 
 def read_json(path: Path, what: str, writer: str) -> Any:
-    """A JSON file's content; missing or malformed is a UserError naming the file and what writes it."""
+    """A JSON file's content; missing or malformed is a UserError naming the file and what writes it (the
+    caller checks the structure, which only it knows)."""
     if not path.is_file():
-        raise UserError(f"{path}: {what} not found (written by {writer})")
+        raise UserError(f"{path}: {what} not found (run {writer} first)")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{path}: malformed {what}, not valid JSON ({err})") from None
 
 
 def load_npy(path: Path, what: str, writer: str, mmap: bool = False) -> np.ndarray:
-    """A .npy array (never a pickle); missing or unreadable is a UserError naming the file and what writes it.
-    The caller checks shape and dtype, which only it knows."""
+    """A .npy array (never a pickle); missing or unreadable is a UserError naming the file and what writes it
+    (the caller checks shape and dtype, which only it knows)."""
     import numpy as np
 
     if not path.is_file():
-        raise UserError(f"{path}: {what} not found (written by {writer})")
+        raise UserError(f"{path}: {what} not found (run {writer} first)")
     try:
-        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
-    except (OSError, ValueError) as err:
+        array = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (OSError, ValueError, EOFError) as err:
         raise UserError(f"{path}: not a readable .npy file ({err})") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive under a .npy name
+        raise UserError(f"{path}: not a .npy file (a {type(array).__name__})")
+    return array

@@ -89,7 +89,12 @@ def lock_path(sources: str | os.PathLike[str]) -> Path:
 
 
 def load_lock(path: Path) -> dict[str, Any]:
-    return read_json(path, "lock", "`rsckd fetch`") if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    lock = read_json(path, "lock", "`rsckd fetch`")
+    if not isinstance(lock, dict):
+        raise UserError(f"{path}: malformed lock, expected a JSON object of source name -> pins")
+    return lock
 
 
 def _repin(sources: Path) -> str:

@@ -22,7 +22,7 @@ from rsckd.errors import UserError, warn
 
 CLASSES = ("normal", "crackle", "wheeze", "both")
 BATCH = 16  # cycles per forward pass: bounded memory for long recordings
-MIN_TAIL_S = 1.0  # a last window shorter than this is dropped (it would be mostly repeat padding)
+MIN_TAIL_S = 1.0  # a short last window under this (or under a shorter window) is dropped: mostly padding
 
 
 def windows(duration_s: float, window_s: float) -> list[tuple[float, float]]:
@@ -32,7 +32,7 @@ def windows(duration_s: float, window_s: float) -> list[tuple[float, float]]:
         raise UserError(f"--window-s: expected a positive length in seconds, got {window_s}")
     shortest = min(MIN_TAIL_S, window_s) - 1e-9  # starts are i * window_s, so no full window falls short
     rows = []
-    for i in range(math.ceil(duration_s / window_s - 1e-9)):
+    for i in range(max(1, math.ceil(duration_s / window_s - 1e-9))):
         start, end = i * window_s, min((i + 1) * window_s, duration_s)
         if end - start >= shortest or not rows:
             rows.append((round(start, 6), round(end, 6)))
@@ -119,6 +119,8 @@ def predict(args: argparse.Namespace) -> list[dict[str, Any]]:
         raise UserError(f"{wav}: recording not found")
     wave, sr = read_wav(wav)
     duration = wave.shape[0] / sr
+    if not args.annotations and args.window_s * sr < 1:
+        raise UserError(f"--window-s: {args.window_s} s is shorter than one sample at {sr} Hz")
     rows = (
         annotation_rows(Path(args.annotations), wav, duration)
         if args.annotations

@@ -7,6 +7,7 @@ pydantic report.
 
 from __future__ import annotations
 
+import math
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,11 @@ class Block(BaseModel):
 def fail(message: str, key: str | None = None) -> PydanticCustomError:
     """An error worded by a rule itself; ``key`` (dotted) when it is not where the rule runs."""
     return PydanticCustomError(OWN_MESSAGE, "{message}", {"message": message, "key": key})
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float, not a bool: what a number in a metrics JSON must be."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _not_bool(value: Any) -> Any:

@@ -113,7 +113,8 @@ def _present_numbers(tree: dict[str, Any]) -> dict[str, Any]:
 
 def model_cost(arch: str, prof: Profile, features_dir: Path, cycles: Path) -> dict[str, Any] | None:
     """Parameters and FLOPs of one forward pass of `arch` on one cycle (None without its inputs): the model
-    `rsckd train` builds, its text tokenizer (without pretrained weights) from the cycle table's prompts."""
+    `rsckd train` builds, with its text tokenizer (a local one from the cycle table's prompts, as in training,
+    unless the weights are pretrained)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -132,10 +133,13 @@ def model_cost(arch: str, prof: Profile, features_dir: Path, cycles: Path) -> di
     torch.manual_seed(0)
     tokenizer, inputs = None, {}
     if architecture(arch).reads_prompt:
-        if not cycles.is_file():
-            warn(f"{cycles}: missing, inference cost of {arch} not computed")
-            return None
-        tokenizer = build_tokenizer(cfg, load_cycles(cycles)["prompt"].tolist())
+        prompts = []  # a pretrained tokenizer is the directory's own
+        if cfg.pretrained is None:
+            if not cycles.is_file():
+                warn(f"{cycles}: missing, inference cost of {arch} not computed")
+                return None
+            prompts = load_cycles(cycles)["prompt"].tolist()
+        tokenizer = build_tokenizer(cfg, prompts)
         ids, mask = tokenize(tokenizer, [COST_PROMPT], cfg.max_text_length)
         inputs = {"input_ids": ids, "attention_mask": mask}
     model = build_model(arch, cfg, (t, f), tokenizer=tokenizer).eval()

@@ -9,7 +9,6 @@ and a mean / std / count over seeds.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -20,6 +19,7 @@ import pandas as pd
 import yaml
 
 from rsckd.errors import UserError, read_json
+from rsckd.schema import is_number
 
 METRICS = ["sp", "se", "score"]
 PROTOCOLS = {"literature": "best test epoch", "last": "last epoch", "val": "val-selected"}
@@ -62,12 +62,8 @@ def paper_values() -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------- loading
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _is_scores(block: Any, extra: tuple[str, ...] = ()) -> bool:
-    return isinstance(block, dict) and all(_is_number(block.get(m)) for m in (*METRICS, *extra))
+    return isinstance(block, dict) and all(is_number(block.get(m)) for m in (*METRICS, *extra))
 
 
 def _is_run(run: Any) -> bool:
@@ -77,7 +73,7 @@ def _is_run(run: Any) -> bool:
         and all(
             isinstance(run.get(f), kind) and not isinstance(run.get(f), bool) for f, kind in RUN_TYPES.items()
         )
-        and _is_number(run.get("n_params"))
+        and is_number(run.get("n_params"))
         and _is_scores(run.get("literature"))
         and _is_scores(run.get("last"))
         and (run.get("val") is None or _is_scores(run["val"]))
@@ -137,7 +133,7 @@ def load_second_gen(metrics_dir: Path) -> dict[str, Any] | None:
     """The second generation's metrics (BTS-d++) as written, None when absent."""
     return _load(
         metrics_dir / "second_gen.json",
-        lambda d: isinstance(d, dict) and _is_number(d.get("k")) and _is_scores(d.get("students")),
+        lambda d: isinstance(d, dict) and is_number(d.get("k")) and _is_scores(d.get("students")),
         "a number k and a students block with numbers sp, se, score",
     )
 

@@ -114,7 +114,7 @@ def read_run_config(path: Path) -> dict[str, Any]:
     missing = [key for key in RUN_CONFIG_KEYS if not isinstance(config, dict) or key not in config]
     if missing:
         raise UserError(f"{path}: missing {', '.join(missing)} (expected {expected})")
-    if config["feature_kind"] not in FEATURE_BLOCKS:
+    if not isinstance(config["feature_kind"], str) or config["feature_kind"] not in FEATURE_BLOCKS:
         raise UserError(
             f"{path}: feature_kind {config['feature_kind']!r}, expected one of {', '.join(FEATURE_BLOCKS)}"
         )

@@ -364,10 +364,12 @@ def _state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def check_run_data(data: RunData, cfg: Train, key: str) -> None:
     """What the train.<arch> block ``cfg`` (params key ``key``) needs of the cycle table."""
-    if len(data.fit) < (cfg.batch_size if cfg.drop_last else 1):
+    if len(data.fit) == 0:
+        raise UserError("the cycle table has no training cycles (subset == train)")
+    if cfg.drop_last and len(data.fit) < cfg.batch_size:
         raise UserError(
-            f"{key}.batch_size: {cfg.batch_size} is more than the {len(data.fit)} training cycles"
-            + (f" ({key}.drop_last: true)" if cfg.drop_last else "")
+            f"{key}.batch_size: {cfg.batch_size} is more than the {len(data.fit)} training cycles "
+            f"({key}.drop_last: true)"
         )
     if cfg.select == "val" and len(data.val) == 0:
         raise UserError(f"{key}.select: 'val' needs validation rows (subset == val) in the cycle table")
@@ -388,6 +390,7 @@ def train(
     scaled by ``average_as_lr_scale``)."""
     epochs, bs = cfg.epochs, cfg.batch_size
     steps = len(data.fit) // bs if cfg.drop_last else math.ceil(len(data.fit) / bs)
+    assert steps > 0, "check_run_data rejects a cycle table without a batch of training cycles"
     cuda = device.type == "cuda"
     eval_bs = eval_batch_size(device)
     fit, test = DeviceCycles(data.fit, data.tokens, device), DeviceCycles(data.test, data.tokens, device)
