@@ -10,12 +10,14 @@ export TRANSFORMERS_OFFLINE := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 LOCKER := .cache/pip-tools
+# requirements.lock is resolved for Python 3.11: another version stops here, not halfway through the install
+PY311 := import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is needed (PYTHON=python3.11 make ...)")
 
 .PHONY: repro test lint lock paper paper-inputs parallel bench-features bench-train bench-kernels bench-parallel
 
 # every package at the exact version and hash of requirements.lock, then the project itself without resolving
 $(STAMP): requirements.lock pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || ($(PYTHON) -c '$(PY311)' && $(PYTHON) -m venv $(VENV))
 	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
@@ -25,7 +27,7 @@ lock:  ## refresh requirements.lock: the newest versions pyproject.toml's ranges
 	$(LOCKER)/bin/pip-compile --upgrade --generate-hashes --allow-unsafe --strip-extras --extra dev \
 		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
-repro: $(STAMP)  ## the whole DAG on two local workers (a final plain `dvc repro` finds nothing left)
+repro: $(STAMP)  ## the whole DAG on two local workers (a final `dvc status` finds nothing stale)
 	rsckd parallel --workers 2
 
 test: $(STAMP)
@@ -35,9 +37,9 @@ lint: $(STAMP)
 	ruff check src tests benchmarks
 	ruff format --check src tests benchmarks
 
-paper:  ## switch params.yaml to the paper profile (commit it on its own branch)
+paper: $(STAMP)  ## switch params.yaml to the paper profile (commit it on its own branch) once its inputs are there
+	rsckd check-params --params configs/paper.yaml --inputs
 	cp configs/paper.yaml params.yaml
-	rsckd check-params --inputs
 
 paper-inputs: $(STAMP)  ## download the paper profile's inputs (pinned, verified, DVC-tracked); the only online step
 	rsckd fetch

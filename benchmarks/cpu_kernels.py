@@ -41,7 +41,9 @@ def timed_run(arch: str, kernels: str, work: Path) -> tuple[float, dict]:
     cmd += ["--out", str(out), "--metrics", str(out) + ".json"]
     env = {**os.environ, "RSCKD_RESUME_DIR": str(work / "resume" / f"{arch}-{kernels}")}
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed (exit {done.returncode}):\n{done.stderr.strip()}")
     return time.perf_counter() - start, json.loads(Path(str(out) + ".json").read_text())
 
 

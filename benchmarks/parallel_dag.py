@@ -1,7 +1,9 @@
 """What `rsckd parallel` buys: wall time of the default DAG with serial `dvc repro` and with the executor on
 1 and 2 local workers, each from a fresh clone of this repository's HEAD (nothing cached: every stage runs);
 and, on a GPU machine, the aggregate BTS teacher training throughput of 1, 2, 4, 8 workers sharing one GPU
-(each a `benchmarks/train_throughput.py --size full` process; the sum of their training samples/s).
+(each a `benchmarks/train_throughput.py --size full` process; the sum of their training samples/s, each timed
+over its own steps while the others run: the processes start together, but their timed windows overlap only
+where their start-up and evaluation do not, so the sum is an upper bound on what the GPU sustains).
 
     python benchmarks/parallel_dag.py                        # CPU: serial vs 1 and 2 workers (minutes)
     python benchmarks/parallel_dag.py --dry-run              # the commands, without running them
@@ -36,10 +38,19 @@ TRAIN_RATE = re.compile(r"^off\s+8\s+hard\s+([\d.]+)", re.MULTILINE)
 
 
 def timed_dag_run(cmd: list[str], work: Path) -> float:
+    """Wall seconds of ``cmd`` in a fresh clone, running the clone's own code (not this checkout's editable
+    install); a failure shows the end of its output."""
     clone = work / "clone"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    paths = [str(clone / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**ENV, "PYTHONPATH": os.pathsep.join(paths)}
+    log = work / "run.log"
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=clone, env=ENV, check=True, capture_output=True)
+    with open(log, "w") as out:
+        code = subprocess.call(cmd, cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if code != 0:
+        tail = log.read_text().strip().splitlines()[-5:]
+        sys.exit(f"{' '.join(cmd)} failed (exit {code}) in a fresh clone, ending:\n" + "\n".join(tail))
     return time.perf_counter() - start
 
 

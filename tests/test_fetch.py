@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -221,9 +222,10 @@ def test_dry_run_lists_every_source_with_pin_and_destination(capsys):
 
 def test_a_lock_that_is_not_an_object_is_refused(tmp_path):
     lock = tmp_path / "paper-inputs.lock.json"
-    lock.write_text("[]")
-    with pytest.raises(UserError, match=f"{lock}: malformed lock, expected a JSON object"):
-        load_lock(lock)
+    for text in ("[]", '{"clap-htsat-unfused": "abc"}'):
+        lock.write_text(text)
+        with pytest.raises(UserError, match=f"{lock}: malformed lock, expected a JSON object"):
+            load_lock(lock)
 
 
 def test_dry_run_shows_the_checksums_the_lock_holds(capsys):
@@ -414,6 +416,38 @@ def test_extracted_tree_is_checked_by_content_not_size(workdir, server, capsys):
     assert not stale.exists()
 
 
+def test_fetch_from_a_subdirectory_of_the_repository_is_refused(tmp_path, monkeypatch, capsys):
+    """Its paths are relative to the root: from below it, downloads would land where no stage looks."""
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    assert main(["fetch", "--sources", str(SOURCES)]) == 2
+    assert f"inside the DVC repository {tmp_path}; run `rsckd fetch` from its root" in capsys.readouterr().err
+    assert list((tmp_path / "sub").iterdir()) == []
+
+
+def test_a_tree_of_ones_own_is_refused_not_replaced(workdir, server, capsys):
+    """An extraction is repaired (above), a directory with other files is not: it may be the user's."""
+    assert _fetch(capsys)[0] == 0
+    mine = Path("data/raw/ICBHI/ICBHI_final_database/my_notes.txt")
+    mine.write_text("mine\n")
+    rc, _, err = _fetch(capsys)
+    line = _one_error(err)
+    assert rc == 2 and "icbhi-database" in line and "is not an extraction of" in line
+    assert mine.read_text() == "mine\n"
+
+
+def test_a_hub_directory_of_ones_own_is_refused_not_replaced(workdir, server, capsys):
+    """E.g. a CLAP directory made by `rsckd import-clap`, where the hub source would go."""
+    mine = Path("models/pretrained/clap-htsat-unfused")
+    mine.mkdir(parents=True)
+    (mine / "model.safetensors").write_bytes(b"imported weights")
+    rc, _, err = _fetch(capsys)
+    line = _one_error(err)
+    assert rc == 2 and "clap-htsat-unfused" in line and "is not a snapshot of" in line
+    assert (mine / "model.safetensors").read_bytes() == b"imported weights"
+
+
 def test_complete_partial_answered_with_416_is_kept(workdir, server, capsys):
     body = server.files["/Cnn6_mAP=0.343.pth"]
     Path("data/downloads").mkdir(parents=True)
@@ -473,16 +507,32 @@ def test_a_different_file_where_the_pipeline_reads_is_not_replaced(workdir, serv
     mine.write_text("my own split\n")
     rc, _, err = _fetch(capsys)
     line = _one_error(err)
-    assert rc == 2 and "icbhi-split" in line and "already exists and differs" in line and str(mine) in line
+    assert (
+        rc == 2
+        and "icbhi-split" in line
+        and "already exists and is not the download" in line
+        and str(mine) in line
+    )
     assert mine.read_text() == "my own split\n"
 
 
-def test_hub_source_with_a_checksum_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("kind", "key", "value", "message"),
+    [
+        ("hub", "sha256", "0" * 64, "sha256: unknown key; expected one of name, kind, repo"),
+        ("hub", "allow", "*.json", "allow: expected a list of non-empty strings"),  # not ['*', '.', ...]
+        ("url", "md5", "E25E26B84585B14C7754C91E48EFC9BE", "md5: expected 32 lower-case hex digits"),
+        ("url", "url", None, "url: expected a non-empty string, got None"),
+        ("zip", "kind", "ftp", "kind: expected one of url, zip, hub, got 'ftp'"),
+    ],
+)
+def test_a_bad_source_entry_names_its_key(tmp_path, kind, key, value, message):
     sources = yaml.safe_load(SOURCES.read_text())
-    next(s for s in sources["sources"] if s["kind"] == "hub")["sha256"] = "0" * 64
+    index = next(i for i, s in enumerate(sources["sources"]) if s["kind"] == kind)
+    sources["sources"][index][key] = value
     path = tmp_path / "paper-inputs.yaml"
     path.write_text(yaml.safe_dump(sources))
-    with pytest.raises(UserError, match=r"\(hub\): missing keys \[\], unknown keys \['sha256'\]"):
+    with pytest.raises(UserError, match=re.escape(f"{path}: sources[{index}].{message}")):
         fetch.load_sources(path)
 
 

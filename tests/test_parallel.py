@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -260,6 +261,29 @@ def test_cluster_config_rejects_unknown_and_missing_keys(tmp_path):
         job_settings("slurm", path, NO_FLAGS)
     with pytest.raises(UserError, match=r"pbs: missing; expected a mapping of queue, account"):
         job_settings("pbs", path, NO_FLAGS)
+
+
+def test_pbs_refuses_a_slurm_walltime(tmp_path):
+    with pytest.raises(UserError, match="--walltime: PBS takes HH:MM:SS, got '1-00:00:00'"):
+        job_settings("pbs", cluster_config(tmp_path), {**NO_FLAGS, "walltime": "1-00:00:00"})
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--queue", "gpu", "--workers", "16"], "error: --queue: only for --cluster slurm|pbs (batch jobs)"),
+        (["--gpus", "cuda:0"], "error: --gpus: expected comma-separated GPU indices or UUIDs (e.g. 0,1)"),
+        (["--cluster", "slurm"], "error: --cluster slurm: `sbatch` not found"),
+    ],
+    ids=["job_flag_without_cluster", "gpu_name", "no_submit_command"],
+)
+def test_flags_that_would_be_ignored_or_hang_are_refused(tiny_project, args, message):
+    """A forgotten --cluster would run everything here; a GPU name CUDA cannot read would train on the CPU;
+    without the scheduler's submit command no job would ever start."""
+    if shutil.which("sbatch"):
+        pytest.skip("this machine submits SLURM jobs")
+    done = rsckd_parallel(tiny_project, *args)
+    assert done.returncode == 2 and done.stderr.startswith(message), done.stderr
 
 
 def test_bad_worker_count_is_one_clear_error(tiny_project):

@@ -32,16 +32,37 @@ from dvc.exceptions import DvcException
 from rsckd.atomic import atomic_path, content_digest, file_digest, replace_dir, write_json
 from rsckd.config import read_yaml
 from rsckd.errors import UserError, read_json
+from rsckd.schema import STRINGS, TEXT, Block, choice, hex_digits, validated
 
 SOURCES = "configs/paper-inputs.yaml"
 PARAMS = "configs/paper.yaml"
-FILE_KEYS = ({"name", "kind", "url", "dest", "place"}, {"sha256", "md5"})  # required, optional
-KEYS = {
-    "url": FILE_KEYS,
-    "zip": FILE_KEYS,
-    "hub": ({"name", "kind", "repo", "revision", "dest", "allow", "require"}, set()),
-}
-COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+class FileSource(Block):
+    """One file over HTTP(S) (``url``), or a zip archive extracted to ``place`` (``zip``)."""
+
+    name: TEXT
+    kind: choice("url", "zip")
+    url: TEXT
+    dest: TEXT
+    place: TEXT
+    sha256: hex_digits(64) | None = None
+    md5: hex_digits(32) | None = None
+
+
+class HubSource(Block):
+    """A Hugging Face model repository at a commit (null: the newest, recorded in the lock)."""
+
+    name: TEXT
+    kind: choice("hub")
+    repo: TEXT
+    revision: hex_digits(40) | None
+    dest: TEXT
+    allow: STRINGS
+    require: STRINGS
+
+
+SOURCE_KINDS = {"url": FileSource, "zip": FileSource, "hub": HubSource}
 CONTENT_RANGE = re.compile(r"bytes (?:(?P<start>\d+)-\d+|\*)/(?P<size>\d+|\*)")
 CHUNK = 1 << 16  # a broken transfer loses at most one chunk
 ATTEMPTS = 3  # per file; each attempt resumes where the previous one stopped
@@ -64,23 +85,19 @@ def load_sources(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     sources = raw.get("sources") if isinstance(raw, dict) else None
     if not isinstance(sources, list) or not sources:
         raise UserError(f"{path}: expected a non-empty list under 'sources'")
-    names = set()
+    checked, names = [], set()
     for i, src in enumerate(sources):
-        where = f"{path}: sources[{i}]"
         kind = src.get("kind") if isinstance(src, dict) else None
-        if kind not in KEYS:
-            raise UserError(f"{where}: kind must be one of {', '.join(KEYS)}, got {kind!r}")
-        required, optional = KEYS[kind]
-        missing = sorted(required - set(src))
-        unknown = sorted(set(src) - required - optional)
-        if missing or unknown:
-            raise UserError(f"{where} ({kind}): missing keys {missing}, unknown keys {unknown}")
-        if src["name"] in names:
-            raise UserError(f"{where}: duplicate name {src['name']!r}")
-        names.add(src["name"])
-        if kind == "hub" and src["revision"] is not None and not COMMIT.fullmatch(str(src["revision"])):
-            raise UserError(f"{where}: revision must be a full 40-character commit hash or null")
-    return sources
+        if kind not in SOURCE_KINDS:
+            raise UserError(
+                f"{path}: sources[{i}].kind: expected one of {', '.join(SOURCE_KINDS)}, got {kind!r}"
+            )
+        entry = validated(SOURCE_KINDS[kind], src, str(path), lambda key, i=i: f"sources[{i}].{key}")
+        if entry.name in names:
+            raise UserError(f"{path}: sources[{i}].name: duplicate name {entry.name!r}")
+        names.add(entry.name)
+        checked.append(entry.model_dump())
+    return checked
 
 
 def lock_path(sources: str | os.PathLike[str]) -> Path:
@@ -92,7 +109,7 @@ def load_lock(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     lock = read_json(path, "lock", "`rsckd fetch`")
-    if not isinstance(lock, dict):
+    if not isinstance(lock, dict) or not all(isinstance(pins, dict) for pins in lock.values()):
         raise UserError(f"{path}: malformed lock, expected a JSON object of source name -> pins")
     return lock
 
@@ -262,14 +279,17 @@ def _crc32(path: Path) -> int:
     return crc
 
 
-def _extracted(place: Path, files: list[tuple[zipfile.ZipInfo, PurePosixPath]]) -> bool:
-    """Whether ``place`` holds exactly the archive's files, each with the CRC-32 the archive gives it."""
+def _same_names(place: Path, files: list[tuple[zipfile.ZipInfo, PurePosixPath]]) -> bool:
+    """Whether ``place`` holds exactly the archive's file names (an extraction of it, intact or not)."""
     if not place.is_dir():
         return False
     present = sorted(p.relative_to(place).as_posix() for p in place.rglob("*") if not p.is_dir())
-    if present != sorted(rel.as_posix() for _, rel in files):
-        return False
-    return all(_crc32(place / rel) == m.CRC for m, rel in files)
+    return present == sorted(rel.as_posix() for _, rel in files)
+
+
+def _extracted(place: Path, files: list[tuple[zipfile.ZipInfo, PurePosixPath]]) -> bool:
+    """Whether ``place`` holds exactly the archive's files, each with the CRC-32 the archive gives it."""
+    return _same_names(place, files) and all(_crc32(place / rel) == m.CRC for m, rel in files)
 
 
 def extract(src: dict[str, Any]) -> bool:
@@ -283,6 +303,8 @@ def extract(src: dict[str, Any]) -> bool:
             files = _members(zf, src)
             if _extracted(place, files):
                 return False
+            if not _same_names(place, files):  # a damaged extraction is repaired, another tree refused
+                refuse_other(src, place, f"an extraction of {archive}")
             staging.mkdir(parents=True)
             root = staging.resolve()
             for member, rel in files:
@@ -303,19 +325,24 @@ def extract(src: dict[str, Any]) -> bool:
     return True
 
 
+def refuse_other(src: dict[str, Any], path: Path, expected: str) -> None:
+    """What is at ``path`` but is not ``expected`` is refused rather than replaced: it may be the user's."""
+    if path.exists() or path.is_symlink():
+        raise UserError(
+            f"{src['name']}: {path} already exists and is not {expected}; move it away (or delete it) and "
+            "run again"
+        )
+
+
 def place_file(src: dict[str, Any]) -> None:
     """Put the verified download where the pipeline reads it (a hard link, or a copy across file systems).
 
     A different file already there is refused rather than replaced: it may be the user's own.
     """
     dest, place = Path(src["dest"]), Path(src["place"])
-    if place.exists() or place.is_symlink():
-        if place.is_file() and (os.path.samefile(dest, place) or file_digest(place) == file_digest(dest)):
-            return
-        raise UserError(
-            f"{src['name']}: {place} already exists and differs from the download {dest}; move it away "
-            "(or delete it) and run again"
-        )
+    if place.is_file() and (os.path.samefile(dest, place) or file_digest(place) == file_digest(dest)):
+        return
+    refuse_other(src, place, f"the download {dest}")
     with atomic_path(place) as tmp:
         try:
             os.link(dest, tmp)
@@ -369,6 +396,8 @@ def snapshot(src: dict[str, Any], entry: dict[str, Any]) -> tuple[bool, dict[str
         )
     if entry.get("sha256") and dest.is_dir() and content_digest(dest) == entry["sha256"]:
         return False, entry
+    if not entry.get("sha256"):  # a snapshot the lock records is repaired, another directory refused
+        refuse_other(src, dest, f"a snapshot of {src['repo']} recorded in the lock")
     partial = dest.with_name(f".{dest.name}.partial")  # a stable name: huggingface_hub resumes it
     commit = hub_snapshot(src["repo"], revision, partial, list(src["allow"]))
     shutil.rmtree(partial / ".cache", ignore_errors=True)
@@ -446,6 +475,12 @@ def run(args: argparse.Namespace) -> None:
     from rsckd.data.summary import format_summary, summarize_root
     from rsckd.inputs import require_inputs
 
+    above = next((p for p in Path.cwd().parents if (p / ".dvc").is_dir()), None)
+    if above is not None and not Path(".dvc").is_dir():
+        raise UserError(
+            f"{Path.cwd()}: inside the DVC repository {above}; run `rsckd fetch` from its root, where the "
+            "sources' paths lead"
+        )
     sources_file = Path(args.sources)
     sources, lock_file = load_sources(sources_file), lock_path(sources_file)
     lock = load_lock(lock_file)

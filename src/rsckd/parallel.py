@@ -4,8 +4,8 @@ DVC stays in charge of the pipeline: its own graph and staleness test choose the
 `dvc repro` would run, and everything downstream of them), and each item runs as
 `dvc --wait-for-lock repro -s <item>`, so dvc.lock, the cache and the run-cache are written by DVC. Dask runs
 them on its workers: one task per item, handed over as soon as its upstream items have succeeded and a worker
-is free, so a stage never waits for unrelated ones. A failed item stops only what depends on it, and a final
-plain `dvc repro` must find nothing left to do.
+is free, so a stage never waits for unrelated ones. A failed item stops only what depends on it, and after a
+complete run `dvc status` must find nothing stale.
 
 Workers are processes of a ``LocalCluster`` (one item at a time each, GPUs dealt round-robin) or batch jobs of
 dask-jobqueue on SLURM or PBS, in a checkout on a shared file system with a shared DVC cache.
@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import math
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -31,11 +33,13 @@ from pydantic import BeforeValidator
 from rsckd import forkserver
 from rsckd.config import read_yaml
 from rsckd.errors import UserError
-from rsckd.schema import TEXT, Block, Expected, fail, integer, validated
+from rsckd.schema import STRINGS, TEXT, Block, Expected, fail, integer, validated
 
 CLUSTERS = ("local", "slurm", "pbs")
 DEFAULT_CLUSTER_CONFIG = "configs/cluster.yaml"
 JOB_FLAGS = ("queue", "account", "walltime", "memory", "gpus_per_job")  # batch settings a flag may override
+SUBMIT_COMMANDS = {"slurm": "sbatch", "pbs": "qsub"}
+GPU_ID = re.compile(r"\d+|(GPU|MIG)-[0-9A-Za-z/-]+")  # what CUDA_VISIBLE_DEVICES takes: an index or a UUID
 
 
 def dask_settings() -> dict[str, Any]:
@@ -200,12 +204,6 @@ def _run_item(item: str, root: str, log: Path, deal: GpuDeal) -> dict[str, Any]:
 # ---------------------------------------------------------------- clusters
 
 
-def _string_list(value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ValueError("not a list of strings")
-    return value
-
-
 def _memory(value: Any) -> str:
     from dask.utils import parse_bytes
 
@@ -222,11 +220,6 @@ def _walltime(value: Any) -> str:
         return value
     sexagesimal = " (YAML reads an unquoted 24:00:00 as a number: quote it)" if isinstance(value, int) else ""
     raise fail(f"expected a walltime HH:MM:SS, got {value!r}{sexagesimal}")
-
-
-STRINGS = Annotated[
-    list[str], BeforeValidator(_string_list), Expected("a list of non-empty strings ([a, b] or [])")
-]
 
 
 class JobSettings(Block):
@@ -253,9 +246,13 @@ def job_settings(kind: str, config_path: Path, flags: dict[str, Any]) -> JobSett
         raise UserError(f"{config_path}: {kind}: missing; expected a mapping of {fields}")
     settings = validated(JobSettings, raw[kind], str(config_path), lambda key: f"{kind}.{key}".rstrip("."))
     given = {name: value for name, value in flags.items() if value is not None}
-    return validated(
+    merged = validated(
         JobSettings, {**settings.model_dump(), **given}, "flags", lambda key: f"--{key.replace('_', '-')}"
     )
+    if kind == "pbs" and "-" in merged.walltime:  # SLURM's D-HH:MM:SS
+        where = "--walltime" if "walltime" in given else f"{config_path}: pbs.walltime"
+        raise UserError(f"{where}: PBS takes HH:MM:SS, got {merged.walltime!r}")
+    return merged
 
 
 def job_slots(settings: JobSettings) -> int:
@@ -292,7 +289,7 @@ def batch_cluster(kind: str, settings: JobSettings, root: Path) -> Any:
         "interface": settings.interface,
         "job_name": "rsckd",
         "log_directory": str(log_directory),
-        "job_script_prologue": [f"cd {root}", *dask_exports(), *settings.prologue],
+        "job_script_prologue": [f"cd {shlex.quote(str(root))}", *dask_exports(), *settings.prologue],
     }
     if kind == "slurm":
         directives = [f"--gres=gpu:{settings.gpus_per_job}", *settings.directives]
@@ -425,16 +422,21 @@ def dashboard(client: Any) -> str:
     return client.dashboard_link
 
 
-def final_repro(root: Path) -> None:
-    """The plain `dvc repro` that closes every run: after a complete run it must have nothing to do."""
-    done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, capture_output=True, text=True)
+def final_status(root: Path) -> None:
+    """DVC's own staleness test closes every run: after a complete run a plain `dvc repro` must have nothing
+    to do. What is stale (a stage edited meanwhile) is reported, not run here, on what may be a login node."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"], cwd=root, capture_output=True, text=True
+    )
     if done.returncode != 0:
-        raise UserError(f"final `dvc repro` failed:\n{done.stderr.strip()}")
-    ran = re.findall(r"Running stage '([^']+)'", done.stdout)
-    if ran:
-        raise UserError(f"final `dvc repro` found stale stages and ran them itself: {', '.join(ran)}")
-    last_line = done.stdout.strip().rpartition("\n")[2]
-    print(f"final `dvc repro`: {last_line or 'nothing to do'}")
+        raise UserError(f"final `dvc status` failed:\n{done.stderr.strip()}")
+    stale = json.loads(done.stdout or "{}")
+    if stale:
+        raise UserError(
+            f"final `dvc status`: still stale: {', '.join(stale)} (changed during the run?); "
+            "run the command again"
+        )
+    print("final `dvc status`: nothing stale (a plain `dvc repro` has nothing to do)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -471,11 +473,34 @@ def _repository_root() -> Path:
         raise UserError(f"{Path.cwd()}: not inside a DVC repository (run from the checkout)") from None
 
 
+def check_cluster_flags(args: argparse.Namespace) -> None:
+    """Flags that belong to the other kind of cluster are refused, never silently ignored (a forgotten
+    ``--cluster slurm`` would otherwise run every item on this machine)."""
+    if args.cluster == "local":
+        given = [f"--{name.replace('_', '-')}" for name in JOB_FLAGS if getattr(args, name) is not None]
+        if args.cluster_config != DEFAULT_CLUSTER_CONFIG:
+            given.append("--cluster-config")
+        if given:
+            raise UserError(f"{', '.join(given)}: only for --cluster slurm|pbs (batch jobs)")
+        bad = [g for g in args.gpus.split(",") if g and not GPU_ID.fullmatch(g)]
+        if bad:
+            raise UserError(
+                f"--gpus: expected comma-separated GPU indices or UUIDs (e.g. 0,1), got {args.gpus!r}"
+            )
+        return
+    if args.gpus:
+        raise UserError("--gpus: only for --cluster local; batch jobs get their GPUs from gpus_per_job")
+    submit = SUBMIT_COMMANDS[args.cluster]
+    if not args.dry_run and shutil.which(submit) is None:
+        raise UserError(
+            f"--cluster {args.cluster}: `{submit}` not found (run on a machine that submits jobs)"
+        )
+
+
 def run(args: argparse.Namespace) -> None:
     if args.workers < 1:
         raise UserError(f"--workers: expected an integer >= 1, got {args.workers}")
-    if args.gpus and args.cluster != "local":
-        raise UserError("--gpus: only for --cluster local; batch jobs get their GPUs from gpus_per_job")
+    check_cluster_flags(args)
     root = _repository_root()
     settings = None
     if args.cluster != "local":
@@ -508,4 +533,4 @@ def run(args: argparse.Namespace) -> None:
                 f"{len(outcomes.failed)} stage item(s) failed and {len(outcomes.skipped)} were skipped; "
                 "fix the failure and run again: only what is still stale will run"
             )
-    final_repro(root)
+    final_status(root)

@@ -75,6 +75,24 @@ BOOLEAN = Annotated[bool, Field(strict=True), Expected("true or false")]
 TEXT = Annotated[str, Field(strict=True, min_length=1), Expected("a non-empty string")]
 
 
+def _string_list(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("not a list of strings")
+    return value
+
+
+STRINGS = Annotated[
+    list[str], BeforeValidator(_string_list), Expected("a list of non-empty strings ([a, b] or [])")
+]
+
+
+def hex_digits(n: int) -> Any:
+    """A checksum or commit as ``n`` lower-case hex digits (how hashlib and git print them)."""
+    return Annotated[
+        str, Field(strict=True, pattern=f"^[0-9a-f]{{{n}}}$"), Expected(f"{n} lower-case hex digits")
+    ]
+
+
 def _unique(values: list[Any]) -> list[Any]:
     dupes = sorted({str(x) for x in values if values.count(x) > 1})
     if dupes:
