@@ -580,25 +580,27 @@ def test_soft_labels_not_matching_the_cycle_table(case, ws, previous_run, capsys
 
 
 @pytest.mark.parametrize(
-    "content",
+    "damage",
     [
-        "[]",
-        "{}",
-        json.dumps({"literature": {"score": "high"}, "val": None}),
-        json.dumps({"literature": {"score": 60.0}, "val": {"score": 55.0}}),
+        lambda run: [],
+        lambda run: {},
+        lambda run: {**run, "literature": {**run["literature"], "score": "high"}},
+        lambda run: {**run, "val": {k: v for k, v in run["val"].items() if k != "val_score"}},
+        lambda run: {**run, "seed": "1"},
     ],
-    ids=["a_list", "no_blocks", "score_not_a_number", "val_without_val_score"],
+    ids=["a_list", "no_blocks", "score_not_a_number", "val_without_val_score", "seed_a_string"],
 )
-def test_malformed_teacher_metrics_name_the_file(tmp_path: Path, content: str) -> None:
-    from rsckd.evaluation.ensemble import read_teacher_metrics
+def test_malformed_run_metrics_name_the_file(tmp_path: Path, damage) -> None:
+    """The one reader of run metrics (the ensemble's curated ranking and the report use it) refuses a damaged
+    teacher's metrics by name."""
+    from rsckd.evaluation.run_metrics import read_run_metrics
 
-    good = tmp_path / "good.json"
-    good.write_text(json.dumps({"literature": {"score": 60.0}, "val": {"val_score": 55.0}}))
-    assert read_teacher_metrics(good)["literature"]["score"] == 60.0
+    good = REPO / "metrics/teachers/s1.json"
+    assert read_run_metrics(good) == json.loads(good.read_text())
     bad = tmp_path / "s1.json"
-    bad.write_text(content)
-    with pytest.raises(UserError, match=f"{bad}: malformed run metrics, expected a literature block"):
-        read_teacher_metrics(bad)
+    bad.write_text(json.dumps(damage(json.loads(good.read_text()))))
+    with pytest.raises(UserError, match=f"{bad}: malformed run metrics, expected arch, target"):
+        read_run_metrics(bad)
 
 
 # ---------------------------------------------------------------- faults

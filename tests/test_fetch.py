@@ -2,8 +2,9 @@
 
 The server serves a tiny ICBHI-layout zip, the ICBHI text files, a .pth and two weight files, and a fake hub
 snapshot (plain files behind the fetch module's hub function). It honours Range requests (416 past the end),
-logs every request, and can cut a transfer short once, answer with an HTTP error, answer a Range request from
-the wrong offset, or gzip its answers to clients that accept gzip.
+logs every request, sends an ETag and honours If-Range, and can cut a transfer short once (and then change
+the file), answer with an HTTP error, answer a Range request from the wrong offset, or gzip its answers to
+clients that accept gzip.
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ HUB_FILES = {"config.json": b'{"model_type": "fake"}', "model.safetensors": b"we
 
 
 class Server:
-    """Files by URL path; ``cut`` paths send half their body once, ``fail`` paths answer with a status,
+    """Files by URL path, each with an ETag of its content; ``cut`` paths send half their body once (and then
+    change to ``changed_after_cut``'s body when it has one), ``fail`` paths answer with a status,
     ``from_zero`` paths answer a Range request with the whole body as a 206, ``gzip`` compresses every answer
     to a client that accepts it (as many web servers do)."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.cut: set[str] = set()
+        self.changed_after_cut: dict[str, bytes] = {}
         self.fail: dict[str, int] = {}
         self.from_zero: set[str] = set()
         self.gzip = False
@@ -69,6 +72,9 @@ class Server:
                     self.send_error(404)
                     return
                 body = server.files[path]
+                etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+                if self.headers.get("If-Range", etag) != etag:  # changed since the part: the whole file
+                    rng = None
                 start = int(rng.removeprefix("bytes=").rstrip("-")) if rng else 0
                 if path in server.from_zero:
                     start = 0
@@ -79,6 +85,7 @@ class Server:
                     self.end_headers()
                     return
                 self.send_response(206 if rng else 200)
+                self.send_header("ETag", etag)
                 if rng:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 if server.gzip and "gzip" in self.headers.get("Accept-Encoding", ""):
@@ -88,6 +95,7 @@ class Server:
                 self.end_headers()
                 if path in server.cut:
                     server.cut.discard(path)
+                    server.files[path] = server.changed_after_cut.pop(path, server.files[path])
                     self.wfile.write(body[start : start + (len(body) - start) // 2])
                     self.close_connection = True
                     return
@@ -282,6 +290,20 @@ def test_interrupted_transfer_resumes_with_a_range_request(workdir, server, caps
     assert hashlib.sha256(Path("data/downloads/ICBHI_final_database.zip").read_bytes()).hexdigest() == (
         hashlib.sha256(server.files["/ICBHI_final_database.zip"]).hexdigest()
     )
+
+
+def test_a_file_changed_on_the_server_during_a_transfer_starts_over(workdir, server, capsys):
+    """Resuming sends the first answer's ETag in If-Range: the new version comes back whole, not spliced onto
+    the old one's first half (the file is unpinned here, so no checksum would notice)."""
+    server.files["/resnet18.safetensors"] = bytes(range(256)) * 16384  # 4 MiB: the cut keeps a part
+    new = server.files["/resnet18.safetensors"][::-1] + b" v2"
+    server.cut.add("/resnet18.safetensors")
+    server.changed_after_cut["/resnet18.safetensors"] = new
+    rc, _, err = _fetch(capsys)
+    assert rc == 0, err
+    assert [rng is not None for path, rng in server.log if path == "/resnet18.safetensors"] == [False, True]
+    assert Path("models/pretrained/resnet18.safetensors").read_bytes() == new
+    assert not list(Path("data/downloads").glob(".*.validator"))
 
 
 def test_partial_file_from_an_earlier_run_is_resumed(workdir, server, capsys):

@@ -156,15 +156,23 @@ def test_missing_inputs_are_user_errors(project: Path, tmp_path: Path) -> None:
         (lambda config: "{oops", "malformed run config, not valid JSON"),
         (
             lambda config: json.dumps({k: v for k, v in config.items() if k != "feature_kind"}),
-            "missing feature_kind",
+            "feature_kind: missing key",
         ),
         (
             lambda config: json.dumps({**config, "feature_kind": "mfcc"}),
-            "feature_kind 'mfcc', expected one of",
+            "feature_kind: expected one of clap, fbank, got 'mfcc'",
         ),
-        (lambda config: json.dumps({**config, "feature_shape": [0, 16]}), "feature_shape [0, 16], expected"),
+        (
+            lambda config: json.dumps({**config, "feature_shape": [0, 16]}),
+            "feature_shape[0]: expected an integer >= 1, got 0",
+        ),
+        (
+            lambda config: json.dumps({**config, "feature_shape": [16]}),
+            "feature_shape: expected [frames, bins] (positive integers), got [16]",
+        ),
+        (lambda config: json.dumps([config]), "expected a mapping of arch, model, feature_kind"),
     ],
-    ids=["not_json", "missing_key", "unknown_kind", "bad_shape"],
+    ids=["not_json", "missing_key", "unknown_kind", "bad_shape", "short_shape", "a_list"],
 )
 def test_damaged_run_config_is_a_user_error(project: Path, tmp_path: Path, damage, expected: str) -> None:
     wav = next((project / "data/synthetic/ICBHI_final_database").glob("*.wav"))

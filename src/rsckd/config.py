@@ -145,8 +145,7 @@ def _known_arch(value: Any) -> str:
 
 
 ARCH = Annotated[str, BeforeValidator(_known_arch)]
-MAX_SEED = 2**32 - 1  # numpy's seed range
-SEED = integer(0, MAX_SEED)
+SEED = integer(0, 2**32 - 1)  # numpy's seed range
 SEEDS = unique_list(SEED)
 METHOD_LIST = unique_list(choice(*METHODS))
 

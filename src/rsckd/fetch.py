@@ -4,7 +4,8 @@ The sources (``configs/paper-inputs.yaml``) pin each download by URL + checksum 
 A checksum not known in advance is recorded in the lock file next to the sources once a source's whole step
 succeeded (download, verification, extraction or placing, DVC registration) and checked ever after, so a
 second machine gets the same bytes or a clear error. Downloads go to a ``.partial``
-file beside the destination (resumed with an HTTP Range request after an interruption) and are renamed into
+file beside the destination (resumed with an HTTP Range request after an interruption, If-Range so that a file
+changed on the server meanwhile starts over instead of being spliced) and are renamed into
 place only once verified: the pipeline never reads a half-written file. In a DVC repository every URL download
 is a ``dvc import-url`` (frozen, as DVC does for imports): ``dvc update`` re-imports a changed source and
 ``dvc repro`` itself never goes online. This is the only command that reaches the network.
@@ -166,18 +167,34 @@ def _describe(err: BaseException, src: dict[str, Any]) -> UserError:
     return UserError(f"{name}: {getattr(err, 'strerror', None) or err} ({path}); check it and run again")
 
 
+def validator_path(partial: Path) -> Path:
+    """Where the server's validator of a partial download is kept, so that a later run resumes it safely."""
+    return partial.with_name(f"{partial.name}.validator")
+
+
+def _validator(resp: Any) -> str | None:
+    """What If-Range takes to resume only the same version of a file: a strong ETag, else Last-Modified."""
+    etag = resp.headers.get("ETag")
+    return etag if etag and not etag.startswith("W/") else resp.headers.get("Last-Modified")
+
+
 def _transfer(session: Any, src: dict[str, Any], partial: Path) -> None:
     """Append the rest of ``src`` to ``partial``, with a progress bar.
 
-    A part is resumed with a Range request; an answer starting elsewhere starts the file over, and a 416
-    giving the part's own size means it is complete (verification decides). The body is asked for unencoded:
-    a gzip answer would make Content-Length and resume offsets count other bytes than the file's.
+    A part is resumed with a Range request carrying the validator of the answer that began it (If-Range), so
+    a file changed on the server since comes back whole (200) and starts over: an unpinned file is never two
+    versions spliced. An answer starting elsewhere starts the file over, and a 416 giving the part's own size
+    means it is complete (verification decides). The body is asked for unencoded: a gzip answer would make
+    Content-Length and resume offsets count other bytes than the file's.
     """
     from tqdm import tqdm
 
+    tag = validator_path(partial)
     while True:
         offset = partial.stat().st_size if partial.exists() else 0
         headers = {"Accept-Encoding": "identity"} | ({"Range": f"bytes={offset}-"} if offset else {})
+        if offset and tag.is_file():
+            headers["If-Range"] = tag.read_text(encoding="utf-8")
         with session.get(src["url"], stream=True, headers=headers, timeout=TIMEOUT) as resp:
             span = CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
             if offset and resp.status_code == 416:
@@ -197,6 +214,12 @@ def _transfer(session: Any, src: dict[str, Any], partial: Path) -> None:
                 partial.unlink()  # not the part that follows ours
                 continue
             resumed = resp.status_code == 206
+            if not resumed:
+                validator = _validator(resp)
+                if validator is None:
+                    tag.unlink(missing_ok=True)
+                else:
+                    tag.write_text(validator, encoding="utf-8")
             size = resp.headers.get("Content-Length")
             if span and span["size"] != "*":
                 total = int(span["size"])
@@ -242,6 +265,7 @@ def download(session: Any, src: dict[str, Any], entry: dict[str, Any], sources: 
             if isinstance(err, requests.exceptions.ProxyError) or attempt == ATTEMPTS:
                 raise
             print(f"{src['name']}: transfer interrupted ({err}); resuming", file=sys.stderr)
+    validator_path(partial).unlink(missing_ok=True)
     sha256, problem = _check(partial, src, entry)
     if problem is not None:
         partial.unlink()

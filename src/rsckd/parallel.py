@@ -112,14 +112,18 @@ def command_error(log: Path) -> str:
 @dataclass(frozen=True)
 class GpuDeal:
     """How a worker slot finds its GPU: slots are dealt round-robin over ``gpus`` (local) or over the GPUs the
-    batch system gave their job (``gpus=None``: the job's CUDA_VISIBLE_DEVICES). A LocalCluster names its
+    batch system gave their job (``gpus=None``: the job's CUDA_VISIBLE_DEVICES; a batch system that confines
+    the job to its GPUs without setting it shows them as 0 .. ``gpus_per_job`` - 1). A LocalCluster names its
     workers 0, 1, ...; dask-jobqueue names them ``<job>-<i>`` when a job runs several."""
 
     gpus: tuple[str, ...] | None
     slots_per_job: int = 1
+    gpus_per_job: int = 0
 
     def gpu(self, worker_name: int | str) -> str | None:
-        gpus = self.gpus if self.gpus is not None else _visible_gpus()
+        gpus = self.gpus
+        if gpus is None:
+            gpus = _visible_gpus() or tuple(str(i) for i in range(self.gpus_per_job))
         if not gpus:
             return None
         if isinstance(worker_name, int):
@@ -413,7 +417,7 @@ def start_cluster(
     cluster.adapt(
         minimum_jobs=jobs, maximum_jobs=jobs
     )  # a fixed size: a job ended by its walltime is replaced
-    return cluster, GpuDeal(None, slots_per_job), jobs * slots_per_job
+    return cluster, GpuDeal(None, slots_per_job, settings.gpus_per_job), jobs * slots_per_job
 
 
 def dashboard(client: Any) -> str:

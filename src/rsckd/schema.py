@@ -73,6 +73,7 @@ def choice(*options: str) -> Any:
 
 BOOLEAN = Annotated[bool, Field(strict=True), Expected("true or false")]
 TEXT = Annotated[str, Field(strict=True, min_length=1), Expected("a non-empty string")]
+MAPPING = Annotated[dict[str, Any], Field(strict=True), Expected("a mapping")]
 
 
 def _string_list(value: Any) -> list[str]:

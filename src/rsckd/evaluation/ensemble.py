@@ -19,9 +19,9 @@ from rsckd.ablations import ABLATIONS
 from rsckd.atomic import atomic_dir, save_npy, write_json, write_text
 from rsckd.config import Params, load_params
 from rsckd.data.table import load_cycles
-from rsckd.errors import UserError, load_npy, read_json
+from rsckd.errors import UserError, load_npy
 from rsckd.evaluation.icbhi_score import scores_from_logits
-from rsckd.schema import is_number
+from rsckd.evaluation.run_metrics import read_run_metrics
 
 
 def read_logits(run_dir: Path, split: str, n_rows: int) -> np.ndarray:
@@ -33,22 +33,6 @@ def read_logits(run_dir: Path, split: str, n_rows: int) -> np.ndarray:
             f"{path}: expected float32 logits of shape ({n_rows}, 4), got {logits.dtype} {logits.shape}"
         )
     return logits
-
-
-def read_teacher_metrics(path: Path) -> dict[str, Any]:
-    """A teacher's run metrics, checked for what the curated ranking reads (``curated_seeds``)."""
-    data = read_json(path, "run metrics", "`rsckd train`")
-    literature, val = (data.get(b) if isinstance(data, dict) else None for b in ("literature", "val"))
-    if not (
-        isinstance(literature, dict)
-        and is_number(literature.get("score"))
-        and (val is None or isinstance(val, dict) and is_number(val.get("val_score")))
-    ):
-        raise UserError(
-            f"{path}: malformed run metrics, expected a literature block with a score and a val block "
-            "(with a val_score) or null; re-run the teacher"
-        )
-    return data
 
 
 def ensemble_scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -104,7 +88,7 @@ def run_ensemble(
     runs = [teachers_dir / f"s{seed}" for seed in seeds]
     train_logits = np.stack([read_logits(r, "train", len(train)) for r in runs])
     test_logits = np.stack([read_logits(r, "test", len(test_labels)) for r in runs])
-    teacher_metrics = {seed: read_teacher_metrics(metrics_dir / f"s{seed}.json") for seed in seeds}
+    teacher_metrics = {seed: read_run_metrics(metrics_dir / f"s{seed}.json") for seed in seeds}
 
     def rows_of(chosen: list[int]) -> list[int]:
         return [seeds.index(s) for s in chosen]

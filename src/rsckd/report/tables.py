@@ -19,11 +19,10 @@ import pandas as pd
 import yaml
 
 from rsckd.errors import UserError, read_json
+from rsckd.evaluation.run_metrics import METRICS, RUN_TYPES, is_scores, read_run_metrics
 from rsckd.schema import is_number
 
-METRICS = ["sp", "se", "score"]
 PROTOCOLS = {"literature": "best test epoch", "last": "last epoch", "val": "val-selected"}
-RUN_TYPES = {"arch": str, "target": str, "ablation": str | None, "k": int | None, "seed": int}
 COLUMNS = ["group", *RUN_TYPES, "n_params", "protocol", *METRICS, "loss"]
 MISSING = "-"
 NO_VAL = "n/a"
@@ -62,24 +61,6 @@ def paper_values() -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------- loading
 
 
-def _is_scores(block: Any, extra: tuple[str, ...] = ()) -> bool:
-    return isinstance(block, dict) and all(is_number(block.get(m)) for m in (*METRICS, *extra))
-
-
-def _is_run(run: Any) -> bool:
-    """The contract of a run metrics JSON of `rsckd train`."""
-    return (
-        isinstance(run, dict)
-        and all(
-            isinstance(run.get(f), kind) and not isinstance(run.get(f), bool) for f, kind in RUN_TYPES.items()
-        )
-        and is_number(run.get("n_params"))
-        and _is_scores(run.get("literature"))
-        and _is_scores(run.get("last"))
-        and (run.get("val") is None or _is_scores(run["val"]))
-    )
-
-
 def _load(path: Path, is_valid: Callable[[Any], bool], expected: str) -> Any:
     """A metrics file's content, None when absent; a malformed one is a UserError naming it."""
     if not path.is_file():
@@ -93,9 +74,8 @@ def _load(path: Path, is_valid: Callable[[Any], bool], expected: str) -> Any:
 def load_runs(metrics_dir: Path, seeds: dict[str, list[int]]) -> pd.DataFrame:
     """Every run of the profile's seeds in the folders of the run groups (teachers, baseline, students, arch,
     ablation): one row per (run, protocol), ordered by seed; results not on disk are simply absent."""
-    expected = f"{', '.join(RUN_TYPES)}, n_params and literature/last/val blocks with numbers sp, se, score"
     runs = [
-        (group, _load(path, _is_run, expected))
+        (group, read_run_metrics(path))
         for group in seeds
         for path in sorted((metrics_dir / group).glob("*.json"))
     ]
@@ -120,7 +100,7 @@ def load_ensemble(metrics_dir: Path) -> pd.DataFrame:
         lambda d: (
             isinstance(d, dict)
             and isinstance(d.get("k"), dict)
-            and all(k.isdigit() and _is_scores(v, ("loss",)) for k, v in d["k"].items())
+            and all(k.isdigit() and is_scores(v, ("loss",)) for k, v in d["k"].items())
         ),
         'a "k" mapping of k -> {sp, se, score, loss}',
     )
@@ -133,7 +113,7 @@ def load_second_gen(metrics_dir: Path) -> dict[str, Any] | None:
     """The second generation's metrics (BTS-d++) as written, None when absent."""
     return _load(
         metrics_dir / "second_gen.json",
-        lambda d: isinstance(d, dict) and is_number(d.get("k")) and _is_scores(d.get("students")),
+        lambda d: isinstance(d, dict) and is_number(d.get("k")) and is_scores(d.get("students")),
         "a number k and a students block with numbers sp, se, score",
     )
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_model, save_model
 
 from rsckd.atomic import atomic_dir, json_bytes, save_npy, write_bytes, write_text
 from rsckd.config import FEATURE_BLOCKS, Params, Train
 from rsckd.errors import UserError, read_json
+from rsckd.schema import MAPPING, TEXT, Expected, choice, integer, validated
 from rsckd.training.loop import RunResult
 
 HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "test_loss", "test_sp", "test_se", "test_score")
@@ -68,8 +70,19 @@ def write_curves(out: str | os.PathLike[str], history: list[dict[str, Any]]) -> 
         (tmp / "metrics.json").unlink()
 
 
-# what rebuilding a run's model and inputs reads from its config.json (rsckd predict)
-RUN_CONFIG_KEYS = ("arch", "model", "feature_kind", "features", "cycles", "feature_shape")
+class RunConfig(BaseModel):
+    """What rebuilding a run's model and its inputs reads from config.json (`rsckd predict`); the blocks are
+    validated by their own schemas where they are read, and the protocol and identity keys pass unread."""
+
+    model_config = ConfigDict(extra="ignore")
+    arch: TEXT
+    model: MAPPING
+    feature_kind: choice(*FEATURE_BLOCKS)
+    features: MAPPING
+    cycles: MAPPING
+    feature_shape: Annotated[
+        list[integer(1)], Field(min_length=2, max_length=2), Expected("[frames, bins] (positive integers)")
+    ]
 
 
 def run_config(
@@ -110,17 +123,7 @@ def write_run(
 def read_run_config(path: Path) -> dict[str, Any]:
     """A run's config.json, checked for what rebuilding the model and its inputs reads."""
     config = read_json(path, "run config", "`rsckd train`")
-    expected = "a config.json written by `rsckd train`"
-    missing = [key for key in RUN_CONFIG_KEYS if not isinstance(config, dict) or key not in config]
-    if missing:
-        raise UserError(f"{path}: missing {', '.join(missing)} (expected {expected})")
-    if not isinstance(config["feature_kind"], str) or config["feature_kind"] not in FEATURE_BLOCKS:
-        raise UserError(
-            f"{path}: feature_kind {config['feature_kind']!r}, expected one of {', '.join(FEATURE_BLOCKS)}"
-        )
-    shape = config["feature_shape"]
-    if not (isinstance(shape, list) and len(shape) == 2 and all(type(n) is int and n > 0 for n in shape)):
-        raise UserError(f"{path}: feature_shape {shape!r}, expected [frames, bins] (positive integers)")
+    validated(RunConfig, config, str(path))
     return config
 
 

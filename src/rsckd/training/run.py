@@ -17,8 +17,9 @@ import numpy as np
 from rsckd.ablations import ABLATIONS
 from rsckd.architectures import ARCHITECTURES, architecture
 from rsckd.atomic import file_digest, write_json
-from rsckd.config import MAX_SEED, Params, load_params
+from rsckd.config import SEED, Params, load_params
 from rsckd.errors import UserError, load_npy
+from rsckd.schema import Block, integer, validated
 from rsckd.training.artifacts import run_config, write_curves, write_run
 from rsckd.training.loop import check_run_data, pick_device, seed_everything, slice_sets, train
 from rsckd.training.resume import Checkpoints, resume_dir
@@ -28,6 +29,13 @@ from rsckd.training.targets import (
     Targets,
     load_soft_logits,
 )
+
+
+class Flags(Block):
+    """The flags of one run that the params schema does not cover."""
+
+    seed: SEED
+    epochs: integer(1) | None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,10 +106,7 @@ def train_run(
     from rsckd.data.table import load_cycles
     from rsckd.models import build_model, build_tokenizer, count_parameters, tokenize
 
-    if epochs is not None and epochs < 1:
-        raise UserError(f"--epochs: expected an integer >= 1, got {epochs}")
-    if not 0 <= seed <= MAX_SEED:
-        raise UserError(f"--seed: expected an integer >= 0 and <= {MAX_SEED}, got {seed}")
+    validated(Flags, {"seed": seed, "epochs": epochs}, "flags", lambda key: f"--{key}")
     target, soft_path = resolve_target(target, soft, ablation)
     spec = architecture(arch)
     kind = spec.feature_kind
