@@ -2,9 +2,9 @@
 
 The server serves a tiny ICBHI-layout zip, the ICBHI text files, a .pth and two weight files, and a fake hub
 snapshot (plain files behind the fetch module's hub function). It honours Range requests (416 past the end),
-logs every request, sends an ETag and honours If-Range, and can cut a transfer short once (and then change
-the file), answer with an HTTP error, answer a Range request from the wrong offset, or gzip its answers to
-clients that accept gzip.
+logs every request and the status of its answer, sends an ETag and honours If-Range (or ignores it), and
+can cut a transfer short once (and then change the file), answer with an HTTP error, answer a Range request
+from the wrong offset, or gzip its answers to clients that accept gzip.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ class Server:
         self.files: dict[str, bytes] = {}
         self.cut: set[str] = set()
         self.changed_after_cut: dict[str, bytes] = {}
+        self.ignore_if_range = False
+        self.answers: list[tuple[str, int]] = []
         self.fail: dict[str, int] = {}
         self.from_zero: set[str] = set()
         self.gzip = False
@@ -61,6 +63,10 @@ class Server:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: object) -> None:
                 pass
+
+            def send_response(self, code: int, message: str | None = None) -> None:
+                server.answers.append((self.path, code))
+                super().send_response(code, message)
 
             def do_GET(self) -> None:
                 path, rng = self.path.split("?")[0], self.headers.get("Range")
@@ -73,8 +79,8 @@ class Server:
                     return
                 body = server.files[path]
                 etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
-                if self.headers.get("If-Range", etag) != etag:  # changed since the part: the whole file
-                    rng = None
+                if self.headers.get("If-Range", etag) != etag and not server.ignore_if_range:
+                    rng = None  # changed since the part began: the whole file
                 start = int(rng.removeprefix("bytes=").rstrip("-")) if rng else 0
                 if path in server.from_zero:
                     start = 0
@@ -286,6 +292,7 @@ def test_interrupted_transfer_resumes_with_a_range_request(workdir, server, caps
     assert (
         ranges[0] is None and int(ranges[1].removeprefix("bytes=").rstrip("-")) > 0
     )  # resumed, not restarted
+    assert [code for path, code in server.answers if path == "/ICBHI_final_database.zip"] == [200, 206]
     assert "resuming" in err
     assert hashlib.sha256(Path("data/downloads/ICBHI_final_database.zip").read_bytes()).hexdigest() == (
         hashlib.sha256(server.files["/ICBHI_final_database.zip"]).hexdigest()
@@ -302,8 +309,33 @@ def test_a_file_changed_on_the_server_during_a_transfer_starts_over(workdir, ser
     rc, _, err = _fetch(capsys)
     assert rc == 0, err
     assert [rng is not None for path, rng in server.log if path == "/resnet18.safetensors"] == [False, True]
+    assert [code for path, code in server.answers if path == "/resnet18.safetensors"] == [200, 200]
     assert Path("models/pretrained/resnet18.safetensors").read_bytes() == new
     assert not list(Path("data/downloads").glob(".*.validator"))
+
+
+def test_a_server_ignoring_if_range_still_gets_no_splice(workdir, server, capsys):
+    """Its part of the new version carries another ETag than the part on disk began with: start over."""
+    server.files["/resnet18.safetensors"] = bytes(range(256)) * 16384
+    new = server.files["/resnet18.safetensors"][::-1] + b" v2"
+    server.cut.add("/resnet18.safetensors")
+    server.changed_after_cut["/resnet18.safetensors"] = new
+    server.ignore_if_range = True
+    rc, _, err = _fetch(capsys)
+    assert rc == 0, err
+    assert [code for path, code in server.answers if path == "/resnet18.safetensors"] == [200, 206, 200]
+    assert Path("models/pretrained/resnet18.safetensors").read_bytes() == new
+
+
+def test_an_unreadable_validator_resumes_without_if_range(workdir, server, capsys):
+    body = server.files["/Cnn6_mAP=0.343.pth"]
+    Path("data/downloads").mkdir(parents=True)
+    Path("data/downloads/.Cnn6_mAP=0.343.pth.partial").write_bytes(body[:100])
+    Path("data/downloads/.Cnn6_mAP=0.343.pth.partial.validator").write_bytes(b'"\xff\r\nX-Evil: 1"')
+    rc, _, err = _fetch(capsys)
+    assert rc == 0, err
+    assert [code for path, code in server.answers if path == "/Cnn6_mAP=0.343.pth"] == [206]
+    assert Path("models/pretrained/Cnn6_mAP=0.343.pth").read_bytes() == body
 
 
 def test_partial_file_from_an_earlier_run_is_resumed(workdir, server, capsys):

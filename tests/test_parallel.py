@@ -320,3 +320,5 @@ def test_gpus_are_dealt_round_robin_over_the_workers_of_a_machine_or_a_job(monke
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")  # a job confined to its GPUs, the variable unset
     two_gpus = GpuDeal(None, slots_per_job=4, gpus_per_job=2)
     assert [two_gpus.gpu(f"PBSCluster-7-{i}") for i in range(4)] == ["0", "1", "0", "1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a job given no GPU
+    assert two_gpus.gpu("PBSCluster-7-0") is None

@@ -171,8 +171,9 @@ def test_missing_inputs_are_user_errors(project: Path, tmp_path: Path) -> None:
             "feature_shape: expected [frames, bins] (positive integers), got [16]",
         ),
         (lambda config: json.dumps([config]), "expected a mapping of arch, model, feature_kind"),
+        (lambda config: json.dumps({**config, "arch": "vgg"}), "arch: expected one of "),
     ],
-    ids=["not_json", "missing_key", "unknown_kind", "bad_shape", "short_shape", "a_list"],
+    ids=["not_json", "missing_key", "unknown_kind", "bad_shape", "short_shape", "a_list", "unknown_arch"],
 )
 def test_damaged_run_config_is_a_user_error(project: Path, tmp_path: Path, damage, expected: str) -> None:
     wav = next((project / "data/synthetic/ICBHI_final_database").glob("*.wav"))

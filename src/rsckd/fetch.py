@@ -30,7 +30,7 @@ from typing import Any
 import requests
 from dvc.exceptions import DvcException
 
-from rsckd.atomic import atomic_path, content_digest, file_digest, replace_dir, write_json
+from rsckd.atomic import atomic_path, content_digest, file_digest, replace_dir, write_bytes, write_json
 from rsckd.config import read_yaml
 from rsckd.errors import UserError, read_json
 from rsckd.schema import STRINGS, TEXT, Block, choice, hex_digits, validated
@@ -178,12 +178,29 @@ def _validator(resp: Any) -> str | None:
     return etag if etag and not etag.startswith("W/") else resp.headers.get("Last-Modified")
 
 
+def _stored_validator(tag: Path) -> str | None:
+    """The validator a part began with; None when there is none or it is unreadable (resumed without)."""
+    try:
+        value = tag.read_bytes().decode("latin-1")  # what HTTP header values are
+    except OSError:
+        return None
+    return value if value and value.isprintable() else None
+
+
+def _ignored_if_range(resp: Any, stored: str) -> bool:
+    """A part whose own validator is not the one ours began with: a server that ignored If-Range."""
+    now = resp.headers.get("ETag" if stored.startswith('"') else "Last-Modified")
+    return now is not None and now != stored
+
+
 def _transfer(session: Any, src: dict[str, Any], partial: Path) -> None:
     """Append the rest of ``src`` to ``partial``, with a progress bar.
 
-    A part is resumed with a Range request carrying the validator of the answer that began it (If-Range), so
-    a file changed on the server since comes back whole (200) and starts over: an unpinned file is never two
-    versions spliced. An answer starting elsewhere starts the file over, and a 416 giving the part's own size
+    A part is resumed with a Range request carrying the validator of the answer that began it (If-Range: its
+    strong ETag, else Last-Modified), so a file changed on the server since comes back whole (200) and starts
+    over, as does a part whose validator differs (a server that ignores If-Range); an unpinned file is then
+    never two versions spliced. Without a validator (none sent, or a part from an older run) the part is
+    resumed as it is. An answer starting elsewhere starts the file over, and a 416 giving the part's own size
     means it is complete (verification decides). The body is asked for unencoded: a gzip answer would make
     Content-Length and resume offsets count other bytes than the file's.
     """
@@ -193,8 +210,9 @@ def _transfer(session: Any, src: dict[str, Any], partial: Path) -> None:
     while True:
         offset = partial.stat().st_size if partial.exists() else 0
         headers = {"Accept-Encoding": "identity"} | ({"Range": f"bytes={offset}-"} if offset else {})
-        if offset and tag.is_file():
-            headers["If-Range"] = tag.read_text(encoding="utf-8")
+        stored = _stored_validator(tag) if offset else None
+        if stored is not None:
+            headers["If-Range"] = stored
         with session.get(src["url"], stream=True, headers=headers, timeout=TIMEOUT) as resp:
             span = CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
             if offset and resp.status_code == 416:
@@ -214,12 +232,11 @@ def _transfer(session: Any, src: dict[str, Any], partial: Path) -> None:
                 partial.unlink()  # not the part that follows ours
                 continue
             resumed = resp.status_code == 206
+            if resumed and stored is not None and _ignored_if_range(resp, stored):
+                partial.unlink()  # the rest of another version
+                continue
             if not resumed:
-                validator = _validator(resp)
-                if validator is None:
-                    tag.unlink(missing_ok=True)
-                else:
-                    tag.write_text(validator, encoding="utf-8")
+                tag.unlink(missing_ok=True)  # until the part it describes is begun
             size = resp.headers.get("Content-Length")
             if span and span["size"] != "*":
                 total = int(span["size"])
@@ -236,6 +253,8 @@ def _transfer(session: Any, src: dict[str, Any], partial: Path) -> None:
                     desc=src["name"],
                 ) as bar,
             ):
+                if not resumed and (validator := _validator(resp)) is not None:
+                    write_bytes(tag, validator.encode("latin-1"))
                 for block in resp.iter_content(CHUNK):
                     f.write(block)
                     bar.update(len(block))

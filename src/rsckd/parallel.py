@@ -121,9 +121,7 @@ class GpuDeal:
     gpus_per_job: int = 0
 
     def gpu(self, worker_name: int | str) -> str | None:
-        gpus = self.gpus
-        if gpus is None:
-            gpus = _visible_gpus() or tuple(str(i) for i in range(self.gpus_per_job))
+        gpus = self.gpus if self.gpus is not None else _job_gpus(self.gpus_per_job)
         if not gpus:
             return None
         if isinstance(worker_name, int):
@@ -138,8 +136,12 @@ class GpuDeal:
         return gpus[slot % len(gpus)]
 
 
-def _visible_gpus() -> tuple[str, ...]:
-    return tuple(g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g)
+def _job_gpus(gpus_per_job: int) -> tuple[str, ...]:
+    """The GPUs of this batch job: its CUDA_VISIBLE_DEVICES (empty: none), else 0 .. gpus_per_job - 1."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return tuple(str(i) for i in range(gpus_per_job))
+    return tuple(g for g in visible.split(",") if g)
 
 
 def log_path(log_dir: Path, item: str) -> Path:

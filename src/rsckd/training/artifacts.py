@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from safetensors.torch import load_model, save_model
 
 from rsckd.atomic import atomic_dir, json_bytes, save_npy, write_bytes, write_text
-from rsckd.config import FEATURE_BLOCKS, Params, Train
+from rsckd.config import ARCH, FEATURE_BLOCKS, Params, Train
 from rsckd.errors import UserError, read_json
-from rsckd.schema import MAPPING, TEXT, Expected, choice, integer, validated
+from rsckd.schema import MAPPING, Expected, choice, integer, validated
 from rsckd.training.loop import RunResult
 
 HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "test_loss", "test_sp", "test_se", "test_score")
@@ -74,8 +74,7 @@ class RunConfig(BaseModel):
     """What rebuilding a run's model and its inputs reads from config.json (`rsckd predict`); the blocks are
     validated by their own schemas where they are read, and the protocol and identity keys pass unread."""
 
-    model_config = ConfigDict(extra="ignore")
-    arch: TEXT
+    arch: ARCH
     model: MAPPING
     feature_kind: choice(*FEATURE_BLOCKS)
     features: MAPPING
