@@ -59,7 +59,7 @@ def rsckd_parallel(
     project: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     env = {**(os.environ if env is None else env)}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     return subprocess.run(
         ["rsckd", "parallel", *args], cwd=project, env=env, capture_output=True, text=True, timeout=600
     )
@@ -284,6 +284,53 @@ def test_flags_that_would_be_ignored_or_hang_are_refused(tiny_project, args, mes
         pytest.skip("this machine submits SLURM jobs")
     done = rsckd_parallel(tiny_project, *args)
     assert done.returncode == 2 and done.stderr.startswith(message), done.stderr
+
+
+FAKE_SBATCH = """#!/bin/sh
+echo "args: $*" >> "$SBATCH_LOG"
+[ "$1" = --test-only ] && cat "$2" >> "$SBATCH_LOG"
+if grep -q '^#SBATCH -p nope' "$2"; then
+  echo "sbatch: error: invalid partition specified: nope" >&2
+  exit 1
+fi
+echo "sbatch: Job 7 to start at 2026-12-03T18:00:00 using 8 processors on nodes n1 in partition gpu" >&2
+"""
+
+
+def with_fake_sbatch(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """An environment whose `sbatch` answers like SLURM's (refusing partition "nope") and logs its calls."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
+    (bin_dir / "sbatch").chmod(0o755)
+    log = tmp_path / "sbatch.log"
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SBATCH_LOG": str(log)}, log
+
+
+def test_slurm_refusing_the_job_script_is_one_error_and_submits_nothing(tiny_project, tmp_path):
+    """A wrong partition would otherwise be a rejected job that Dask only logs while the command waits."""
+    env, log = with_fake_sbatch(tmp_path)
+    cluster = ["--cluster", "slurm", "--cluster-config", str(ROOT / "configs/cluster.yaml")]
+    done = rsckd_parallel(tiny_project, *cluster, "--queue", "nope", env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(
+        "error: --cluster slurm: sbatch refused the job script "
+        "(sbatch: error: invalid partition specified: nope)"
+    ), done.stderr
+    calls = [line for line in log.read_text().splitlines() if line.startswith("args: ")]
+    assert len(calls) == 1 and calls[0].startswith("args: --test-only ")
+    assert "#SBATCH -p nope" in log.read_text()
+
+
+def test_slurm_dry_run_shows_sbatchs_verdict(tiny_project, tmp_path):
+    env, log = with_fake_sbatch(tmp_path)
+    cluster = ["--cluster", "slurm", "--cluster-config", str(ROOT / "configs/cluster.yaml")]
+    done = rsckd_parallel(tiny_project, *cluster, "--queue", "gpu", "--dry-run", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "sbatch --test-only: sbatch: Job 7 to start at" in done.stdout
+    assert [line for line in log.read_text().splitlines() if line.startswith("args: ")][0].startswith(
+        "args: --test-only "
+    )
 
 
 def test_bad_worker_count_is_one_clear_error(tiny_project):

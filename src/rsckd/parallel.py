@@ -23,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,6 +308,24 @@ def batch_cluster(kind: str, settings: JobSettings, root: Path) -> Any:
     return PBSCluster(**common, resource_spec=spec, job_extra_directives=settings.directives)
 
 
+def slurm_verdict(cluster: Any, config: str) -> str:
+    """SLURM's own check of the job script (``sbatch --test-only``: validated, nothing submitted), so that a
+    wrong partition, account or resource request is one error now rather than a rejected job that Dask only
+    logs while the command waits. Returns sbatch's answer. PBS has no such check."""
+    with tempfile.NamedTemporaryFile("w", prefix="rsckd-job-", suffix=".sh") as script:
+        script.write(cluster.job_script())
+        script.flush()
+        done = subprocess.run(["sbatch", "--test-only", script.name], capture_output=True, text=True)
+    lines = (done.stderr + done.stdout).strip().splitlines()
+    answer = lines[-1] if lines else f"exit status {done.returncode}"
+    if done.returncode != 0:
+        raise UserError(
+            f"--cluster slurm: sbatch refused the job script ({answer}); fix the job settings in {config} or "
+            "the flags (`--dry-run` prints the script)"
+        )
+    return answer
+
+
 # ---------------------------------------------------------------- running the graph
 
 
@@ -414,6 +433,12 @@ def start_cluster(
         cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True)
         return cluster, GpuDeal(tuple(g for g in args.gpus.split(",") if g)), args.workers
     cluster = batch_cluster(args.cluster, settings, root)
+    if args.cluster == "slurm":
+        try:
+            slurm_verdict(cluster, args.cluster_config)
+        except UserError:
+            cluster.close()
+            raise
     slots_per_job = job_slots(settings)
     jobs = math.ceil(args.workers / slots_per_job)
     cluster.adapt(
@@ -520,6 +545,8 @@ def run(args: argparse.Namespace) -> None:
         if settings is not None:
             with batch_cluster(args.cluster, settings, root) as cluster:
                 print(cluster.job_script())
+                if args.cluster == "slurm" and shutil.which("sbatch"):
+                    print(f"sbatch --test-only: {slurm_verdict(cluster, args.cluster_config)}")
         return
     if items:
         import dask
