@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from repo_copy import ROOT, run
@@ -26,6 +29,7 @@ from pathlib import Path
 
 name, seconds = sys.argv[1], float(sys.argv[2])
 start = time.time()
+Path(name + ".pid").write_text(str(os.getpid()))
 listening = os.path.exists(os.environ.get("RSCKD_FORKSERVER", ""))
 time.sleep(seconds)
 if Path(name + ".broken").exists():
@@ -326,6 +330,37 @@ def test_slurm_checks_the_job_script_without_submitting_it(tiny_project, tmp_pat
     calls = [line for line in log.read_text().splitlines() if line.startswith("args: ")]
     assert len(calls) == 1 and calls[0].startswith("args: --test-only ")
     assert f"#SBATCH -p {queue}" in log.read_text()
+
+
+def test_a_kill_of_the_command_interrupts_the_running_items(tmp_path):
+    """SIGTERM reaches only the `rsckd parallel` process; the stage it was running must stop too, unfinished,
+    rather than run on without anyone waiting for it."""
+    project = sleep_project(tmp_path / "p", {"long": (300, [])})
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    pid_file = project / "long.pid"
+    with subprocess.Popen(
+        ["rsckd", "parallel", "--workers", "1"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as command:
+        try:
+            deadline = time.monotonic() + 300
+            while not (pid_file.exists() and pid_file.read_text()):  # once the worker and fork server are up
+                assert command.poll() is None, command.stderr.read()
+                assert time.monotonic() < deadline, "the stage did not start"
+                time.sleep(0.5)
+            stage = psutil.Process(int(pid_file.read_text()))
+            command.send_signal(signal.SIGTERM)
+            err = command.communicate(timeout=120)[1]
+        finally:
+            command.kill()
+    assert command.returncode == 2, err
+    assert "error: stopped by SIGTERM: " in err and "process(es) of the running items interrupted" in err, err
+    stage.wait(timeout=60)  # psutil.TimeoutExpired if the stage runs on
+    assert not (project / "long.txt").exists()
 
 
 def test_bad_worker_count_is_one_clear_error(tiny_project):

@@ -14,6 +14,7 @@ dask-jobqueue on SLURM or PBS, in a checkout on a shared file system with a shar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import math
@@ -21,9 +22,11 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +180,60 @@ def worker_forkserver(wait: bool = False) -> str:
     return path
 
 
+INTERRUPTED = threading.Event()  # set in a worker once its items were interrupted: it starts no other
+
+
+def interrupt_items() -> int:
+    """Interrupt every process below this worker (its running item's dvc and stage command, its fork server
+    and the commands forked from it), as a Ctrl-C in a terminal interrupts the whole process group, and start
+    no item after; returns how many processes there were."""
+    import psutil
+
+    INTERRUPTED.set()
+    below = psutil.Process().children(recursive=True)
+    for process in below:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGINT)
+    return len(below)
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGHUP reached `rsckd parallel`: a `kill`, a closed terminal, a batch system ending it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+
+
+def _stop(signum: int, _frame: Any) -> None:
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def stopping_items(client: Any) -> Any:
+    """While the graph runs, a SIGTERM or SIGHUP of this process interrupts the running items on every worker
+    and ends the command with one error. Without this a `kill` of this process alone would leave the items
+    running: only a terminal's Ctrl-C reaches the whole process group. A signal already ignored (SIGHUP
+    under `nohup`) stays ignored."""
+    signals = [sig for sig in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, _stop) for sig in signals}
+    try:
+        yield
+    except Stopped as stop:
+        for sig in signals:  # a second signal must not cut this short
+            signal.signal(sig, signal.SIG_IGN)
+        try:  # a worker the signal also reached (a hang-up) may be gone
+            done = client.run(interrupt_items, on_error="ignore", callback_timeout=30)
+            what = f"{sum(done.values())} process(es) of the running items interrupted"
+        except Exception as err:
+            what = f"interrupting the running items failed ({type(err).__name__}: {err})"
+        raise UserError(
+            f"stopped by {stop}: {what}; run again to go on (only what is still stale runs)"
+        ) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def start_forkservers(client: Any) -> None:
     """Start every worker's fork server now, while the cores are free, rather than with each worker's first
     item: the first items of the DAG (synthesize, prepare, features) are short and on the way to everything
@@ -194,6 +251,8 @@ def _run_item(item: str, root: str, log: Path, deal: GpuDeal) -> dict[str, Any]:
     env[forkserver.ENV] = worker_forkserver(wait=True)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
+    if INTERRUPTED.is_set():  # stopped while this item waited for its fork server
+        return {"failed": failure(item, log, "not started: the run was stopped")}
     start = time.perf_counter()
     with open(log, "w") as out:
         code = subprocess.call(
@@ -566,7 +625,8 @@ def run(args: argparse.Namespace) -> None:
             with cluster, Client(cluster) as client:
                 print(f"dask dashboard: {dashboard(client)}", flush=True)
                 start_forkservers(client)
-                outcomes = execute(client, items, root, log_dir, deal, slots)
+                with stopping_items(client):
+                    outcomes = execute(client, items, root, log_dir, deal, slots)
         print(outcomes.summary(), flush=True)
         if outcomes.failed:
             raise UserError(
