@@ -556,7 +556,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus-per-job", type=int, help="GPUs of each batch job (overrides the config)")
     parser.add_argument("--log-dir", default=".cache/parallel", help="one log file per stage item")
     parser.add_argument(
-        "--dry-run", action="store_true", help="print the items and what each waits for (and the job script)"
+        "--dry-run",
+        action="store_true",
+        help="print the items and what each waits for (and the job script, with SLURM's check of it)",
     )
 
 
