@@ -299,13 +299,19 @@ def test_interrupted_transfer_resumes_with_a_range_request(workdir, server, caps
     )
 
 
+def _changed_during_transfer(server: Server, path: str) -> bytes:
+    """Make ``path`` a 4 MiB file (so a cut transfer keeps a part) that the server changes once it has cut
+    its first transfer short; returns the new version."""
+    server.files[path] = bytes(range(256)) * 16384
+    server.cut.add(path)
+    server.changed_after_cut[path] = new = server.files[path][::-1] + b" v2"
+    return new
+
+
 def test_a_file_changed_on_the_server_during_a_transfer_starts_over(workdir, server, capsys):
     """Resuming sends the first answer's ETag in If-Range: the new version comes back whole, not spliced onto
     the old one's first half (the file is unpinned here, so no checksum would notice)."""
-    server.files["/resnet18.safetensors"] = bytes(range(256)) * 16384  # 4 MiB: the cut keeps a part
-    new = server.files["/resnet18.safetensors"][::-1] + b" v2"
-    server.cut.add("/resnet18.safetensors")
-    server.changed_after_cut["/resnet18.safetensors"] = new
+    new = _changed_during_transfer(server, "/resnet18.safetensors")
     rc, _, err = _fetch(capsys)
     assert rc == 0, err
     assert [rng is not None for path, rng in server.log if path == "/resnet18.safetensors"] == [False, True]
@@ -316,10 +322,7 @@ def test_a_file_changed_on_the_server_during_a_transfer_starts_over(workdir, ser
 
 def test_a_server_ignoring_if_range_still_gets_no_splice(workdir, server, capsys):
     """Its part of the new version carries another ETag than the part on disk began with: start over."""
-    server.files["/resnet18.safetensors"] = bytes(range(256)) * 16384
-    new = server.files["/resnet18.safetensors"][::-1] + b" v2"
-    server.cut.add("/resnet18.safetensors")
-    server.changed_after_cut["/resnet18.safetensors"] = new
+    new = _changed_during_transfer(server, "/resnet18.safetensors")
     server.ignore_if_range = True
     rc, _, err = _fetch(capsys)
     assert rc == 0, err

@@ -59,13 +59,28 @@ def sleep_project(root: Path, stages: dict[str, tuple[float, list[str]]]) -> Pat
     return root
 
 
+def command_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this one) with this interpreter's bin/ first on PATH, for `rsckd` and `dvc`."""
+    env = {**(os.environ if env is None else env)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def batch(kind: str) -> list[str]:
+    """The flags of a `rsckd parallel` run on batch jobs of ``kind`` with the repository's cluster config."""
+    return ["--cluster", kind, "--cluster-config", str(ROOT / "configs/cluster.yaml")]
+
+
 def rsckd_parallel(
     project: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    env = {**(os.environ if env is None else env)}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     return subprocess.run(
-        ["rsckd", "parallel", *args], cwd=project, env=env, capture_output=True, text=True, timeout=600
+        ["rsckd", "parallel", *args],
+        cwd=project,
+        env=command_env(env),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -162,7 +177,7 @@ def tiny_project(tmp_path_factory) -> Path:
 
 def test_slurm_job_script_holds_the_requested_resources(tiny_project):
     flags = ["--queue", "gpu-long", "--account", "proj42", "--walltime", "02:30:00", "--memory", "48GiB"]
-    cluster = ["--cluster", "slurm", "--cluster-config", str(ROOT / "configs/cluster.yaml")]
+    cluster = batch("slurm")
     done = rsckd_parallel(tiny_project, *cluster, *flags, "--gpus-per-job", "2", "--dry-run")
     assert done.returncode == 0, done.stdout + done.stderr
     script = done.stdout
@@ -183,7 +198,7 @@ def test_slurm_job_script_holds_the_requested_resources(tiny_project):
 
 def test_a_batch_jobs_nanny_leaves_the_item_environment_alone(tiny_project, tmp_path):
     """The job script's DASK_* exports must give the job's nanny no environment of its own to set."""
-    cluster = ["--cluster", "slurm", "--cluster-config", str(ROOT / "configs/cluster.yaml")]
+    cluster = batch("slurm")
     done = rsckd_parallel(tiny_project, *cluster, "--dry-run")
     assert done.returncode == 0, done.stdout + done.stderr
     exports = [line for line in done.stdout.splitlines() if line.startswith("export DASK_")]
@@ -200,7 +215,7 @@ def test_a_batch_jobs_nanny_leaves_the_item_environment_alone(tiny_project, tmp_
 
 
 def test_pbs_job_script_asks_for_gpus_in_its_select_statement(tiny_project):
-    cluster = ["--cluster", "pbs", "--cluster-config", str(ROOT / "configs/cluster.yaml")]
+    cluster = batch("pbs")
     done = rsckd_parallel(tiny_project, *cluster, "--queue", "gpuq", "--dry-run")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "#PBS -q gpuq" in done.stdout
@@ -322,7 +337,7 @@ def with_fake_sbatch(tmp_path: Path) -> tuple[dict[str, str], Path]:
 def test_slurm_checks_the_job_script_without_submitting_it(tiny_project, tmp_path, queue, verdict, warned):
     """A wrong partition would otherwise be a rejected job that Dask only logs while the command waits."""
     env, log = with_fake_sbatch(tmp_path)
-    cluster = ["--cluster", "slurm", "--cluster-config", str(ROOT / "configs/cluster.yaml")]
+    cluster = batch("slurm")
     done = rsckd_parallel(tiny_project, *cluster, "--queue", queue, "--dry-run", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert verdict in done.stdout
@@ -336,12 +351,11 @@ def test_a_kill_of_the_command_interrupts_the_running_items(tmp_path):
     """SIGTERM reaches only the `rsckd parallel` process; the stage it was running must stop too, unfinished,
     rather than run on without anyone waiting for it."""
     project = sleep_project(tmp_path / "p", {"long": (300, [])})
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     pid_file = project / "long.pid"
     with subprocess.Popen(
         ["rsckd", "parallel", "--workers", "1"],
         cwd=project,
-        env=env,
+        env=command_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -140,12 +140,17 @@ class GpuDeal:
         return gpus[slot % len(gpus)]
 
 
+def gpu_ids(text: str) -> tuple[str, ...]:
+    """The GPU ids of a comma-separated list, as CUDA_VISIBLE_DEVICES and ``--gpus`` write them."""
+    return tuple(g for g in text.split(",") if g)
+
+
 def _job_gpus(gpus_per_job: int) -> tuple[str, ...]:
     """The GPUs of this batch job: its CUDA_VISIBLE_DEVICES (empty: none), else 0 .. gpus_per_job - 1."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
         return tuple(str(i) for i in range(gpus_per_job))
-    return tuple(g for g in visible.split(",") if g)
+    return gpu_ids(visible)
 
 
 def log_path(log_dir: Path, item: str) -> Path:
@@ -501,7 +506,7 @@ def start_cluster(
 
     if settings is None:
         cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True)
-        return cluster, GpuDeal(tuple(g for g in args.gpus.split(",") if g)), args.workers
+        return cluster, GpuDeal(gpu_ids(args.gpus)), args.workers
     cluster = batch_cluster(args.cluster, settings, root)
     if args.cluster == "slurm":
         check_slurm_job(cluster)
@@ -581,7 +586,7 @@ def check_cluster_flags(args: argparse.Namespace) -> None:
             given.append("--cluster-config")
         if given:
             raise UserError(f"{', '.join(given)}: only for --cluster slurm|pbs (batch jobs)")
-        bad = [g for g in args.gpus.split(",") if g and not GPU_ID.fullmatch(g)]
+        bad = [g for g in gpu_ids(args.gpus) if not GPU_ID.fullmatch(g)]
         if bad:
             raise UserError(
                 f"--gpus: expected comma-separated GPU indices or UUIDs (e.g. 0,1), got {args.gpus!r}"
