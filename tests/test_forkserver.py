@@ -1,7 +1,8 @@
 """rsckd.forkserver: commands forked from a warm server behave as in their own process.
 
-The whole default DAG runs through it in test_pipeline.py (byte-identical outputs); here the command side's
-contract: exit status, streams, working directory, fallbacks, and a server that ends with its parent.
+The whole default DAG runs through it in test_pipeline.py (byte-identical outputs); here the command
+side's contract: exit status, streams, working directory, fallbacks, interrupts, and a server that ends with
+its parent.
 """
 
 from __future__ import annotations
@@ -80,3 +81,22 @@ def test_waiting_for_a_server_that_failed_returns_at_once(tmp_path):
     started = time.monotonic()
     assert not forkserver.wait_ready(str(tmp_path / "socket"), failed, timeout=60)
     assert time.monotonic() - started < 30
+
+
+def test_a_forked_command_acts_on_the_first_interrupt_only():
+    """A Ctrl-C reaches a forked command twice (directly, and passed on by its command process); the second
+    must not interrupt the cleanup the first began."""
+    code = """if True:
+        import os, signal, time
+        from rsckd import forkserver
+        forkserver._interrupt_once()
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            os.kill(os.getpid(), signal.SIGINT)  # the same Ctrl-C, passed on
+            time.sleep(0.5)
+            print("cleaned up")
+    """
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (run.returncode, run.stdout, run.stderr) == (0, "cleaned up\n", "")

@@ -5,7 +5,8 @@ pandas once (about 8 s on a 2-core machine, a fifth of a 12-epoch tiny BTS item)
 DVC starts on that worker finds ``$RSCKD_FORKSERVER`` and hands the server its arguments, working directory,
 environment and standard streams (the file descriptors themselves). A forked child takes them over, runs
 the command and sends back its exit status, which the command then exits with. Signals the command gets
-(Ctrl-C, a kill) are passed on to the child, and a child whose command has gone stops itself. Without the
+(Ctrl-C, a kill) are passed on to the child, which acts on the first SIGINT only (a Ctrl-C reaches it
+directly too), and a child whose command has gone stops itself. Without the
 variable, with a ``$RSCKD_LAUNCH`` prefix (the command may run on another node, under its own allocation), or
 when the server cannot be reached, the command runs in its own process as before.
 
@@ -141,6 +142,7 @@ def _child(conn: socket.socket) -> int:
     del os.environ[ENV]  # commands this one starts run in their own process
     sys.argv = ["rsckd", *request["argv"]]
     conn.sendall(f"{os.getpid()}\n".encode())
+    _interrupt_once()
     threading.Thread(target=_stop_when_gone, args=(conn,), daemon=True).start()
     try:
         code = cli.run(request["argv"])
@@ -155,6 +157,21 @@ def _child(conn: socket.socket) -> int:
     sys.stderr.flush()
     conn.sendall(f"{code}\n".encode())
     return code
+
+
+def _interrupt_once() -> None:
+    """Make only the first SIGINT raise KeyboardInterrupt. A Ctrl-C (or `rsckd parallel` stopping its items)
+    reaches a forked command twice: directly, and passed on by its command process. The second would cut
+    short the cleanup the first began (an atomic write removing its temporary file)."""
+    interrupted = False
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
 
 
 def _exit_code(code: object) -> int:
