@@ -7,6 +7,7 @@ started before what ended), never wall-clock thresholds. The whole default DAG t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -347,9 +348,11 @@ def test_slurm_checks_the_job_script_without_submitting_it(tiny_project, tmp_pat
     assert f"#SBATCH -p {queue}" in log.read_text()
 
 
-def test_a_kill_of_the_command_interrupts_the_running_items(tmp_path):
-    """SIGTERM reaches only the `rsckd parallel` process; the stage it was running must stop too, unfinished,
-    rather than run on without anyone waiting for it."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["kill", "kill -9"])
+def test_a_kill_of_the_command_interrupts_the_running_items(tmp_path, sig):
+    """A kill reaches only the `rsckd parallel` process; the stage it was running must stop too, unfinished,
+    rather than run on without anyone waiting for it. A SIGTERM ends the command with one error; after a
+    SIGKILL its workers exit with it, and their fork servers interrupt what they ran."""
     project = sleep_project(tmp_path / "p", {"long": (300, [])})
     pid_file = project / "long.pid"
     with subprocess.Popen(
@@ -367,14 +370,19 @@ def test_a_kill_of_the_command_interrupts_the_running_items(tmp_path):
                 assert time.monotonic() < deadline, "the stage did not start"
                 time.sleep(0.5)
             stage = psutil.Process(int(pid_file.read_text()))
-            command.send_signal(signal.SIGTERM)
+            command.send_signal(sig)
             err = command.communicate(timeout=120)[1]
         finally:
             command.kill()
-    assert command.returncode == 2, err
-    assert "error: stopped by SIGTERM: " in err and "process(es) of the running items interrupted" in err, err
-    stage.wait(timeout=60)  # psutil.TimeoutExpired if the stage runs on
+    try:
+        stage.wait(timeout=60)  # psutil.TimeoutExpired if the stage runs on
+    finally:
+        with contextlib.suppress(psutil.Error):
+            stage.kill()
     assert not (project / "long.txt").exists()
+    if sig == signal.SIGTERM:
+        assert command.returncode == 2, err
+        assert "error: stopped by SIGTERM: " in err and "running items interrupted" in err, err
 
 
 def test_bad_worker_count_is_one_clear_error(tiny_project):

@@ -6,9 +6,10 @@ DVC starts on that worker finds ``$RSCKD_FORKSERVER`` and hands the server its a
 environment and standard streams (the file descriptors themselves). A forked child takes them over, runs
 the command and sends back its exit status, which the command then exits with. Signals the command gets
 (Ctrl-C, a kill) are passed on to the child, which acts on the first SIGINT only (a Ctrl-C reaches it
-directly too), and a child whose command has gone stops itself. Without the
-variable, with a ``$RSCKD_LAUNCH`` prefix (the command may run on another node, under its own allocation), or
-when the server cannot be reached, the command runs in its own process as before.
+directly too), and a child whose command has gone stops itself. A server whose worker has gone interrupts that
+worker's items. Without the variable, with a ``$RSCKD_LAUNCH`` prefix (the command may run on another
+node, under its own allocation), or when the server cannot be reached, the command runs in its own process as
+before.
 
 Forking is safe here because the server is single-threaded, never touches CUDA and runs no tensor maths: a
 child starts as a fresh process would after its imports. The CPU-kernel pin of ``runtime.cpu_kernels`` still
@@ -115,8 +116,24 @@ def serve(path: str, parent: int) -> None:
                         os._exit(code)
                 conn.close()
         finally:
+            if os.getppid() != parent:
+                _interrupt_orphans(path)
             Path(path).unlink(missing_ok=True)
             Path(path).parent.rmdir()
+
+
+def _interrupt_orphans(path: str) -> None:
+    """The worker has gone (a `kill -9` of `rsckd parallel`, whose local workers exit at once): interrupt what
+    it was running, as a Ctrl-C would, instead of leaving it to train on unobserved. Its items' processes
+    (dvc, the stage command, whatever that starts) carry this server's socket in their environment; the
+    commands forked here are this process's children."""
+    import psutil
+
+    here = os.getpid()
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if process.pid != here and (process.ppid() == here or process.environ().get(ENV) == path):
+                process.send_signal(signal.SIGINT)
 
 
 def _reap() -> None:
