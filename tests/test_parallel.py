@@ -16,17 +16,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 from repo_copy import ROOT, run
 from rsckd.errors import UserError
-from rsckd.parallel import GpuDeal, downstream, downstream_counts, job_settings
+from rsckd.parallel import SUBMIT_COMMANDS, GpuDeal, downstream, downstream_counts, job_settings
 
 STAGE_SCRIPT = """\
 import json, os, sys, time
 from pathlib import Path
+from typing import Any
 
 name, seconds = sys.argv[1], float(sys.argv[2])
 start = time.time()
@@ -306,25 +308,51 @@ def test_flags_that_would_be_ignored_or_hang_are_refused(tiny_project, args, mes
     assert done.returncode == 2 and done.stderr.startswith(message), done.stderr
 
 
-FAKE_SBATCH = """#!/bin/sh
-echo "args: $*" >> "$SBATCH_LOG"
-[ "$1" = --test-only ] && cat "$2" >> "$SBATCH_LOG"
-if grep -q '^#SBATCH -p nope' "$2"; then
-  echo "sbatch: error: invalid partition specified: nope" >&2
+FAKE_SUBMIT = """#!/bin/sh
+# sbatch or qsub of a batch system on this machine: refuses the queue "nope" and the first $REFUSE_FIRST jobs,
+# runs the others as local process groups, and logs its calls and the scripts it was given.
+echo "args: $*" >> "$BATCH_DIR/log"
+if [ "$1" = --test-only ]; then script=$2; else script=$1; fi
+cat "$script" >> "$BATCH_DIR/log"
+if grep -Eq '^#(SBATCH -p|PBS -q) nope' "$script"; then
+  echo "$(basename "$0"): error: invalid partition specified: nope" >&2
   exit 1
 fi
-echo "sbatch: Job 7 to start at 2026-12-03T18:00:00 using 8 processors on nodes n1 in partition gpu" >&2
+if [ "$1" = --test-only ]; then
+  echo "sbatch: Job 7 to start at 2026-12-03T18:00:00 using 8 processors on nodes n1 in partition gpu" >&2
+  exit 0
+fi
+n=0  # the job's number: mkdir takes each one once, even for jobs submitted at the same time
+until mkdir "$BATCH_DIR/job$n" 2> /dev/null; do n=$((n + 1)); done
+if [ "$n" -lt "${REFUSE_FIRST:-0}" ]; then
+  echo "$(basename "$0"): error: job limit reached" >&2
+  exit 1
+fi
+cp "$script" "$BATCH_DIR/$n.sh"
+setsid bash "$BATCH_DIR/$n.sh" > "$BATCH_DIR/$n.out" 2>&1 < /dev/null &
+echo $! > "$BATCH_DIR/$n.pid"
+echo "Submitted batch job $n"
+"""
+FAKE_CANCEL = """#!/bin/sh
+kill -TERM -- "-$(cat "$BATCH_DIR/$1.pid")" 2> /dev/null
 """
 
 
-def with_fake_sbatch(tmp_path: Path) -> tuple[dict[str, str], Path]:
-    """An environment whose `sbatch` answers like SLURM's (refusing partition "nope") and logs its calls."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
-    (bin_dir / "sbatch").chmod(0o755)
-    log = tmp_path / "sbatch.log"
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SBATCH_LOG": str(log)}, log
+@pytest.fixture
+def fake_batch(tmp_path: Path) -> Any:
+    """An environment whose sbatch/qsub and scancel/qdel are ``FAKE_SUBMIT`` and ``FAKE_CANCEL``, and the
+    folder of their log and jobs; jobs still running at the end are stopped."""
+    batch_dir = tmp_path / "batch"
+    (batch_dir / "bin").mkdir(parents=True)
+    for names, script in ((("sbatch", "qsub"), FAKE_SUBMIT), (("scancel", "qdel"), FAKE_CANCEL)):
+        for name in names:
+            (batch_dir / "bin" / name).write_text(script)
+            (batch_dir / "bin" / name).chmod(0o755)
+    path = f"{batch_dir / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    yield {**os.environ, "PATH": path, "BATCH_DIR": str(batch_dir)}, batch_dir
+    for pid_file in batch_dir.glob("*.pid"):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
 
 
 @pytest.mark.parametrize(
@@ -335,30 +363,65 @@ def with_fake_sbatch(tmp_path: Path) -> tuple[dict[str, str], Path]:
     ],
     ids=["refused", "accepted"],
 )
-def test_slurm_checks_the_job_script_without_submitting_it(tiny_project, tmp_path, queue, verdict, warned):
+def test_slurm_checks_the_job_script_without_submitting_it(tiny_project, fake_batch, queue, verdict, warned):
     """A wrong partition would otherwise be a rejected job that Dask only logs while the command waits."""
-    env, log = with_fake_sbatch(tmp_path)
+    env, batch_dir = fake_batch
     cluster = batch("slurm")
     done = rsckd_parallel(tiny_project, *cluster, "--queue", queue, "--dry-run", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert verdict in done.stdout
     assert done.stderr.startswith("warning: sbatch refused the job script") == warned, done.stderr
-    calls = [line for line in log.read_text().splitlines() if line.startswith("args: ")]
+    log = (batch_dir / "log").read_text()
+    calls = [line for line in log.splitlines() if line.startswith("args: ")]
     assert len(calls) == 1 and calls[0].startswith("args: --test-only ")
-    assert f"#SBATCH -p {queue}" in log.read_text()
+    assert f"#SBATCH -p {queue}" in log
+
+
+@pytest.mark.parametrize("kind", ["slurm", "pbs"])
+def test_a_batch_system_that_refuses_every_job_stops_the_command(tiny_project, fake_batch, kind):
+    """Otherwise no worker ever joins and the command waits for ever, under a traceback on Dask's loop."""
+    env, batch_dir = fake_batch
+    done = rsckd_parallel(tiny_project, *batch(kind), "--queue", "nope", "--workers", "2", env=env)
+    submit = SUBMIT_COMMANDS[kind]
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    refusals = [
+        line for line in done.stderr.splitlines() if line.startswith(f"warning: {submit} refused job")
+    ]
+    assert len(refusals) == 2 and all(
+        r.endswith("error: invalid partition specified: nope") for r in refusals
+    )
+    assert done.stderr.splitlines()[-1].startswith(f"error: {submit} refused all 2 job(s) (above)")
+
+
+def test_items_run_on_the_jobs_the_batch_system_accepts(tmp_path, fake_batch):
+    """A job refused beside an accepted one is one warning; the run goes on with the job that started (here
+    a local process group running the job script, as a compute node would)."""
+    env, batch_dir = fake_batch
+    project = sleep_project(tmp_path / "p", {"first": (1, []), "second": (1, ["first"])})
+    done = rsckd_parallel(project, *batch("pbs"), "--workers", "2", env={**env, "REFUSE_FIRST": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stderr.count("warning: qsub refused job") == 1, done.stderr
+    assert "error: job limit reached" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "summary: 2 done, 0 failed, 0 skipped" in done.stdout
+    assert (project / "second.txt").exists()
+    job = (batch_dir / "1.sh").read_text()  # the accepted job ran the checkout's worker
+    assert f"cd {project}" in job and "distributed.cli.dask_worker" in job
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["kill", "kill -9"])
-def test_a_kill_of_the_command_interrupts_the_running_items(tmp_path, sig):
+@pytest.mark.parametrize("cluster", [[], batch("pbs")], ids=["local", "batch job"])
+def test_a_kill_of_the_command_interrupts_the_running_items(tmp_path, fake_batch, cluster, sig):
     """A kill reaches only the `rsckd parallel` process; the stage it was running must stop too, unfinished,
     rather than run on without anyone waiting for it. A SIGTERM ends the command with one error; after a
-    SIGKILL its workers exit with it, and their fork servers interrupt what they ran."""
+    SIGKILL local workers exit with it, a batch job's worker once it has lost the scheduler, and their fork
+    servers interrupt what they ran."""
     project = sleep_project(tmp_path / "p", {"long": (300, [])})
     pid_file = project / "long.pid"
     with subprocess.Popen(
-        ["rsckd", "parallel", "--workers", "1"],
+        ["rsckd", "parallel", "--workers", "1", *cluster],
         cwd=project,
-        env=command_env(),
+        env=command_env(fake_batch[0]),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

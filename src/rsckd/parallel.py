@@ -19,6 +19,7 @@ import importlib.util
 import json
 import math
 import os
+import queue
 import re
 import shlex
 import shutil
@@ -364,12 +365,69 @@ def batch_cluster(kind: str, settings: JobSettings, root: Path) -> Any:
     }
     if kind == "slurm":
         directives = [f"--gres=gpu:{settings.gpus_per_job}", *settings.directives]
-        return SLURMCluster(**common, job_cpu=settings.cpus_per_job, job_extra_directives=directives)
+        return SLURMCluster(
+            **common,
+            job_cls=reporting_submissions(SLURMCluster.job_cls),
+            job_cpu=settings.cpus_per_job,
+            job_extra_directives=directives,
+        )
     from dask.utils import parse_bytes
 
     memory = pbs_format_bytes_ceil(parse_bytes(settings.memory))
     spec = f"select=1:ncpus={settings.cpus_per_job}:ngpus={settings.gpus_per_job}:mem={memory}"
-    return PBSCluster(**common, resource_spec=spec, job_extra_directives=settings.directives)
+    return PBSCluster(
+        **common,
+        job_cls=reporting_submissions(PBSCluster.job_cls),
+        resource_spec=spec,
+        job_extra_directives=settings.directives,
+    )
+
+
+SUBMISSIONS: queue.Queue[bool] = queue.Queue()  # each job's submission: accepted or not
+SUBMIT_WAIT_S = 120  # the first jobs' submissions are awaited this long before the run goes on regardless
+
+
+def reporting_submissions(job_cls: type) -> type:
+    """``job_cls`` whose submission outcome goes to ``SUBMISSIONS``, and whose refusal is one warning line
+    instead of a traceback on Dask's event loop (the job then never starts; the run goes on without it)."""
+    from distributed.core import Status
+
+    class Reporting(job_cls):  # type: ignore[valid-type, misc]
+        async def start(self) -> None:
+            try:
+                await super().start()
+            except Exception as err:  # the submit command's failure, or an answer without a job id
+                answer = str(err).partition("stderr:\n")[2].strip() or str(err)
+                why = "; ".join(answer.splitlines())
+                print(
+                    f"warning: {self.submit_command} refused job {self.name}: {why}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                SUBMISSIONS.put(False)
+                self.status = Status.running  # as Dask expects of a started job (no id: nothing to cancel)
+            else:
+                SUBMISSIONS.put(True)
+
+    return Reporting
+
+
+def check_submissions(submit: str, jobs: int) -> None:
+    """Stop when the batch system refused every one of the first ``jobs`` jobs (its answers are the warnings
+    above): no worker could ever join, and the command would wait for ever. Returns at the first accepted
+    job."""
+    deadline = time.monotonic() + SUBMIT_WAIT_S
+    for _ in range(jobs):
+        try:
+            accepted = SUBMISSIONS.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:  # a submit command still running: its jobs may yet start
+            return
+        if accepted:
+            return
+    raise UserError(
+        f"{submit} refused all {jobs} job(s) (above), so no worker can join: fix the job settings "
+        "(configs/cluster.yaml or the flags --queue, --account, --walltime, --memory, --gpus-per-job)"
+    )
 
 
 SBATCH_CHECK_S = 60  # a controller that answers slower than this is not waited for
@@ -515,6 +573,11 @@ def start_cluster(
     cluster.adapt(
         minimum_jobs=jobs, maximum_jobs=jobs
     )  # a fixed size: a job ended by its walltime is replaced
+    try:
+        check_submissions(SUBMIT_COMMANDS[args.cluster], jobs)
+    except UserError:
+        cluster.close()
+        raise
     return cluster, GpuDeal(None, slots_per_job, settings.gpus_per_job), jobs * slots_per_job
 
 
