@@ -98,6 +98,7 @@ def serve(path: str, parent: int) -> None:
         server.listen()
         os.rename(path + ".new", path)  # the socket appears only once it accepts connections
         server.settimeout(1.0)
+        server_pid = os.getpid()
         try:
             while os.getppid() == parent:
                 _reap()
@@ -116,10 +117,11 @@ def serve(path: str, parent: int) -> None:
                         os._exit(code)
                 conn.close()
         finally:
-            if os.getppid() != parent:
-                _interrupt_orphans(path)
-            Path(path).unlink(missing_ok=True)
-            Path(path).parent.rmdir()
+            if os.getpid() == server_pid:  # not a child interrupted before its own try
+                if os.getppid() != parent:
+                    _interrupt_orphans(path)
+                Path(path).unlink(missing_ok=True)
+                Path(path).parent.rmdir()
 
 
 def _interrupt_orphans(path: str) -> None:
@@ -130,10 +132,22 @@ def _interrupt_orphans(path: str) -> None:
     import psutil
 
     here = os.getpid()
+    items = []
     for process in psutil.process_iter():
         with contextlib.suppress(psutil.Error):
             if process.pid != here and (process.ppid() == here or process.environ().get(ENV) == path):
-                process.send_signal(signal.SIGINT)
+                items.append(process)
+    interrupt(items)
+
+
+def interrupt(processes: list) -> int:
+    """Send SIGINT to each of ``processes`` (psutil processes) still there, as a Ctrl-C would; how many."""
+    import psutil
+
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.send_signal(signal.SIGINT)
+    return len(processes)
 
 
 def _reap() -> None:
@@ -158,8 +172,8 @@ def _child(conn: socket.socket) -> int:
     os.environ.update(request["env"])
     del os.environ[ENV]  # commands this one starts run in their own process
     sys.argv = ["rsckd", *request["argv"]]
+    _interrupt_once()  # before the command knows this process and can pass a signal on
     conn.sendall(f"{os.getpid()}\n".encode())
-    _interrupt_once()
     threading.Thread(target=_stop_when_gone, args=(conn,), daemon=True).start()
     try:
         code = cli.run(request["argv"])

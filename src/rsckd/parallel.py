@@ -196,11 +196,7 @@ def interrupt_items() -> int:
     import psutil
 
     INTERRUPTED.set()
-    below = psutil.Process().children(recursive=True)
-    for process in below:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.send_signal(signal.SIGINT)
-    return len(below)
+    return forkserver.interrupt(psutil.Process().children(recursive=True))
 
 
 class Stopped(Exception):
@@ -383,50 +379,62 @@ def batch_cluster(kind: str, settings: JobSettings, root: Path) -> Any:
     )
 
 
-SUBMISSIONS: queue.Queue[bool] = queue.Queue()  # each job's submission: accepted or not
 SUBMIT_WAIT_S = 120  # the first jobs' submissions are awaited this long before the run goes on regardless
 
 
 def reporting_submissions(job_cls: type) -> type:
-    """``job_cls`` whose submission outcome goes to ``SUBMISSIONS``, and whose refusal is one warning line
-    instead of a traceback on Dask's event loop (the job then never starts; the run goes on without it)."""
+    """``job_cls`` whose every submission outcome (accepted or not) goes to its queue ``submissions``, and
+    whose refusal is one warning line instead of a traceback on Dask's event loop (the job then never
+    starts; the run goes on without it)."""
     from distributed.core import Status
 
     class Reporting(job_cls):  # type: ignore[valid-type, misc]
+        submissions: queue.Queue[bool] = queue.Queue()
+
         async def start(self) -> None:
             try:
                 await super().start()
-            except Exception as err:  # the submit command's failure, or an answer without a job id
-                answer = str(err).partition("stderr:\n")[2].strip() or str(err)
-                why = "; ".join(answer.splitlines())
+            except RuntimeError as err:  # the submit command failed: its stderr, else its stdout, says why
+                out, _, err_text = str(err).partition("stdout:\n")[2].partition("stderr:\n")
+                why = "; ".join((err_text.strip() or out.strip() or str(err)).splitlines())
                 print(
                     f"warning: {self.submit_command} refused job {self.name}: {why}",
                     file=sys.stderr,
                     flush=True,
                 )
-                SUBMISSIONS.put(False)
-                self.status = Status.running  # as Dask expects of a started job (no id: nothing to cancel)
+                self._record(accepted=False)
+            except ValueError as err:  # submitted, but the answer named no job id
+                why = "; ".join(str(err).splitlines())
+                print(f"warning: job {self.name} cannot be cancelled: {why}", file=sys.stderr, flush=True)
+                self._record(accepted=True)
             else:
-                SUBMISSIONS.put(True)
+                self.submissions.put(True)
+
+        def _record(self, accepted: bool) -> None:
+            """Without a job id: Dask expects a job whose start returned to be running (closing it cancels
+            nothing, as there is no id)."""
+            self.submissions.put(accepted)
+            self.status = Status.running
 
     return Reporting
 
 
-def check_submissions(submit: str, jobs: int) -> None:
+def check_submissions(cluster: Any, submit: str, jobs: int) -> None:
     """Stop when the batch system refused every one of the first ``jobs`` jobs (its answers are the warnings
     above): no worker could ever join, and the command would wait for ever. Returns at the first accepted
     job."""
     deadline = time.monotonic() + SUBMIT_WAIT_S
     for _ in range(jobs):
         try:
-            accepted = SUBMISSIONS.get(timeout=max(0.0, deadline - time.monotonic()))
+            accepted = cluster.job_cls.submissions.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:  # a submit command still running: its jobs may yet start
             return
         if accepted:
             return
     raise UserError(
         f"{submit} refused all {jobs} job(s) (above), so no worker can join: fix the job settings "
-        "(configs/cluster.yaml or the flags --queue, --account, --walltime, --memory, --gpus-per-job)"
+        "(configs/cluster.yaml or the flags --queue, --account, --walltime, --memory, --gpus-per-job), "
+        "or try again if the batch system was only busy"
     )
 
 
@@ -574,8 +582,8 @@ def start_cluster(
         minimum_jobs=jobs, maximum_jobs=jobs
     )  # a fixed size: a job ended by its walltime is replaced
     try:
-        check_submissions(SUBMIT_COMMANDS[args.cluster], jobs)
-    except UserError:
+        check_submissions(cluster, SUBMIT_COMMANDS[args.cluster], jobs)
+    except BaseException:  # the error, or a signal while waiting: no job may stay queued
         cluster.close()
         raise
     return cluster, GpuDeal(None, slots_per_job, settings.gpus_per_job), jobs * slots_per_job
